@@ -1,0 +1,247 @@
+package policy
+
+import (
+	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// Action is what a decision does to the pod.
+type Action string
+
+// Decision actions.
+const (
+	ActionSet     Action = "set"     // the pod names no class; set the decided one
+	ActionKeep    Action = "keep"    // the pod names a class at least as isolated; keep it
+	ActionReplace Action = "replace" // the pod names a less isolated class; replace it
+	ActionDeny    Action = "deny"    // refuse the pod; Reason says why and what would pass
+	ActionNone    Action = "none"    // no rule and no default apply; leave the pod alone
+)
+
+// Facts are what a decision depends on. Images must already be normalised
+// (NormalizeImage or Pod.Facts), so that Evaluate itself does no parsing.
+type Facts struct {
+	Namespace       string
+	NamespaceLabels map[string]string
+	PodLabels       map[string]string
+	// Images holds every container's and initContainer's image.
+	Images []Image
+	// RuntimeClassName is the class the pod names itself; empty when it names none.
+	RuntimeClassName string
+	HostNetwork      bool
+	HostPID          bool
+	HostIPC          bool
+}
+
+// Outcome is the result of one rule for one pod.
+type Outcome struct {
+	// RuntimeClass is the class the pod ends up with (set, keep, replace), or the class
+	// the policy requires (deny). Empty for none when the pod names no class.
+	RuntimeClass string
+	// Rule is "<source>/<rule>", or "<source>/defaultRuntimeClass"; empty for none.
+	Rule   string
+	Action Action
+	Reason string
+}
+
+// Decision is what the policy does to one pod. Audit holds what the best matching
+// Audit-mode rule would have done (Action empty when none matched); it never changes
+// the decision itself.
+type Decision struct {
+	Outcome
+	Audit Outcome
+}
+
+const noRuleReason = "no rule matched and no policy sets a defaultRuntimeClass"
+
+// Evaluate decides the runtime class of one pod. It does not allocate on the common
+// paths (set and keep) and takes no locks.
+func (s *Snapshot) Evaluate(f *Facts) Decision {
+	var d Decision
+	if s == nil {
+		d.Action, d.Reason, d.RuntimeClass = ActionNone, noRuleReason, f.RuntimeClassName
+		return d
+	}
+	if pos := s.enforce.best(s.rules, f); pos >= 0 {
+		d.Outcome = s.decide(&s.rules[pos], f)
+	} else if s.def != nil {
+		d.Outcome = s.decide(s.def, f)
+	} else {
+		d.Action, d.Reason, d.RuntimeClass = ActionNone, noRuleReason, f.RuntimeClassName
+	}
+	if pos := s.audit.best(s.rules, f); pos >= 0 {
+		d.Audit = s.decide(&s.rules[pos], f)
+	}
+	return d
+}
+
+// best returns the position of the first matching rule in resolution order, or -1.
+func (ix *ruleIndex) best(rules []compiledRule, f *Facts) int32 {
+	if ix.size == 0 {
+		return -1
+	}
+	best := int32(len(rules))
+	try := func(bucket []int32) {
+		for _, pos := range bucket {
+			if pos >= best {
+				return
+			}
+			if rules[pos].matches(f) {
+				best = pos
+				return
+			}
+		}
+	}
+	if len(ix.byNamespace) > 0 {
+		try(ix.byNamespace[f.Namespace])
+	}
+	if len(ix.byPodLabel) > 0 || len(ix.byPodKey) > 0 {
+		for k, v := range f.PodLabels {
+			try(ix.byPodLabel[kv{k, v}])
+			try(ix.byPodKey[k])
+		}
+	}
+	if len(ix.byNsLabel) > 0 || len(ix.byNsKey) > 0 {
+		for k, v := range f.NamespaceLabels {
+			try(ix.byNsLabel[kv{k, v}])
+			try(ix.byNsKey[k])
+		}
+	}
+	if len(ix.byImage) > 0 {
+		for i := range f.Images {
+			forEachPrefix(f.Images[i].Name, func(p string) { try(ix.byImage[p]) })
+		}
+	}
+	if len(ix.byFirstImg) > 0 && len(f.Images) > 0 {
+		forEachPrefix(f.Images[0].Name, func(p string) { try(ix.byFirstImg[p]) })
+	}
+	try(ix.scan)
+	if best == int32(len(rules)) {
+		return -1
+	}
+	return best
+}
+
+// forEachPrefix calls fn with every leading run of whole segments of name:
+// "a/b/c" gives "a", "a/b", "a/b/c".
+func forEachPrefix(name string, fn func(string)) {
+	for i := 0; i < len(name); i++ {
+		if name[i] == '/' {
+			fn(name[:i])
+		}
+	}
+	fn(name)
+}
+
+func (c *compiledRule) matches(f *Facts) bool {
+	if len(c.namespaces) > 0 && !c.matchNamespace(f.Namespace) {
+		return false
+	}
+	if c.nsSel != nil && !c.nsSel.Matches(labels.Set(f.NamespaceLabels)) {
+		return false
+	}
+	if c.podSel != nil && !c.podSel.Matches(labels.Set(f.PodLabels)) {
+		return false
+	}
+	if len(c.anyImage) > 0 && !anyImageMatches(c.anyImage, f.Images) {
+		return false
+	}
+	if len(c.allImages) > 0 && !allImagesMatch(c.allImages, f.Images) {
+		return false
+	}
+	return true
+}
+
+func (c *compiledRule) matchNamespace(ns string) bool {
+	for i, g := range c.namespaces {
+		if c.nsLiteral[i] {
+			if g == ns {
+				return true
+			}
+		} else if globMatch(g, ns) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyImageMatches(ps []imagePattern, imgs []Image) bool {
+	for i := range imgs {
+		for j := range ps {
+			if ps[j].matches(&imgs[i]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// allImagesMatch is false for a pod without images: an empty pod proves nothing.
+func allImagesMatch(ps []imagePattern, imgs []Image) bool {
+	if len(imgs) == 0 {
+		return false
+	}
+	for i := range imgs {
+		ok := false
+		for j := range ps {
+			if ps[j].matches(&imgs[i]) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// decide applies rule c to the pod: the pod's own class, then host namespaces.
+func (s *Snapshot) decide(c *compiledRule, f *Facts) Outcome {
+	o := Outcome{Rule: c.qualified, RuntimeClass: s.classes[c.class].Name}
+	final := c.class
+	switch own, known := s.classIdx[f.RuntimeClassName]; {
+	case f.RuntimeClassName == "":
+		o.Action, o.Reason = ActionSet, c.setReason
+	case known && s.keepOK[own][c.class]:
+		final = own
+		o.Action, o.Reason, o.RuntimeClass = ActionKeep, c.keepReason[own], f.RuntimeClassName
+	case c.replace:
+		o.Action = ActionReplace
+		o.Reason = "the pod names " + s.describeOwn(f.RuntimeClassName, known) + "; replaced with " + o.RuntimeClass + " because " + c.summary
+	default:
+		o.Action = ActionDeny
+		o.Reason = "the pod names " + s.describeOwn(f.RuntimeClassName, known) + ", but " + c.summary +
+			", which requires " + o.RuntimeClass + "; remove runtimeClassName or name one of: " + strings.Join(s.accepted[c.class], ", ")
+		return o
+	}
+	if s.classes[final].Sandboxed && (f.HostNetwork || f.HostPID || f.HostIPC) {
+		class := s.classes[final].Name
+		o.Action = ActionDeny
+		o.RuntimeClass = class
+		o.Reason = "the pod uses " + hostNamespaces(f) + ", but " + class + " is a sandboxed (VM) runtime class that cannot share the host's namespaces; " +
+			c.summary + ", so " + class + " is required. Remove " + hostNamespaces(f) + ", or run the pod where the policy does not require a sandbox"
+	}
+	return o
+}
+
+func (s *Snapshot) describeOwn(name string, known bool) string {
+	if !known {
+		return "runtime class " + name + ", which no policy lists (unknown classes count as least isolated)"
+	}
+	return "runtime class " + name + ", which is less isolated"
+}
+
+func hostNamespaces(f *Facts) string {
+	var parts []string
+	if f.HostNetwork {
+		parts = append(parts, "hostNetwork")
+	}
+	if f.HostPID {
+		parts = append(parts, "hostPID")
+	}
+	if f.HostIPC {
+		parts = append(parts, "hostIPC")
+	}
+	return strings.Join(parts, " and ")
+}

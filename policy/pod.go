@@ -1,0 +1,85 @@
+package policy
+
+import (
+	"fmt"
+)
+
+// Pod is the part of a Pod that decisions depend on. It decodes from Pod JSON or YAML
+// and ignores every other field, which keeps decoding cheap and keeps fields this build
+// does not know out of the way.
+type Pod struct {
+	Metadata PodMeta `json:"metadata"`
+	Spec     PodSpec `json:"spec"`
+}
+
+// PodMeta is the part of a Pod's metadata that decisions and messages use.
+type PodMeta struct {
+	Name         string            `json:"name,omitempty"`
+	GenerateName string            `json:"generateName,omitempty"`
+	Namespace    string            `json:"namespace,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+}
+
+// PodSpec is the part of a Pod's spec that decisions use.
+type PodSpec struct {
+	RuntimeClassName    *string     `json:"runtimeClassName,omitempty"`
+	HostNetwork         bool        `json:"hostNetwork,omitempty"`
+	HostPID             bool        `json:"hostPID,omitempty"`
+	HostIPC             bool        `json:"hostIPC,omitempty"`
+	Containers          []Container `json:"containers,omitempty"`
+	InitContainers      []Container `json:"initContainers,omitempty"`
+	EphemeralContainers []Container `json:"ephemeralContainers,omitempty"`
+}
+
+// Container is the part of a container that decisions use.
+type Container struct {
+	Name  string `json:"name,omitempty"`
+	Image string `json:"image,omitempty"`
+}
+
+// DisplayName identifies the pod in messages: its name, or its generateName prefix
+// followed by "*" for pods whose name the apiserver has not yet chosen.
+func (p *Pod) DisplayName() string {
+	if p.Metadata.Name != "" {
+		return p.Metadata.Name
+	}
+	if p.Metadata.GenerateName != "" {
+		return p.Metadata.GenerateName + "*"
+	}
+	return "(unnamed)"
+}
+
+// Facts extracts the decision facts of the pod in namespace ns with the namespace's
+// labels. Every image of containers, initContainers and ephemeral containers is
+// normalised; an image that is not a valid reference is an error naming the container.
+func (p *Pod) Facts(ns string, nsLabels map[string]string) (Facts, error) {
+	f := Facts{
+		Namespace:       ns,
+		NamespaceLabels: nsLabels,
+		PodLabels:       p.Metadata.Labels,
+		HostNetwork:     p.Spec.HostNetwork,
+		HostPID:         p.Spec.HostPID,
+		HostIPC:         p.Spec.HostIPC,
+	}
+	if p.Spec.RuntimeClassName != nil {
+		f.RuntimeClassName = *p.Spec.RuntimeClassName
+	}
+	n := len(p.Spec.Containers) + len(p.Spec.InitContainers) + len(p.Spec.EphemeralContainers)
+	if n > 0 {
+		f.Images = make([]Image, 0, n)
+	}
+	for _, list := range []struct {
+		field string
+		cs    []Container
+	}{{"initContainers", p.Spec.InitContainers}, {"containers", p.Spec.Containers}, {"ephemeralContainers", p.Spec.EphemeralContainers}} {
+		for i := range list.cs {
+			img, err := NormalizeImage(list.cs[i].Image)
+			if err != nil {
+				return f, fmt.Errorf("spec.%s[%d] (%s): %w", list.field, i, list.cs[i].Name, err)
+			}
+			f.Images = append(f.Images, img)
+		}
+	}
+	return f, nil
+}
