@@ -20,6 +20,8 @@ BENCHPKGS ?= ./...
 BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
 
 export PATH := $(TOOLS_BIN):$(PATH)
+export ISOLATOR_TOOLS_BIN := $(TOOLS_BIN)
+export ISOLATOR_BIN := $(BIN)/isolator
 
 .PHONY: all build test unit e2e bench lint fuzz tools demo image clean help
 
@@ -37,10 +39,13 @@ unit: ## Unit tests, golden files and fuzz seed corpora (no servers)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
-e2e: build ## e2e tests against a real kube-apiserver, etcd and containerd
-	@if ls e2e/*.go >/dev/null 2>&1; then \
+e2e: build tools ## e2e tests against a real kube-apiserver, etcd and containerd
+	@if [ -n "$$(find e2e -name '*_test.go' 2>/dev/null)" ]; then \
 	  $(GO) test -tags e2e -count=1 -timeout 60m ./e2e/...; \
 	else echo "e2e: no suites yet"; fi
+
+# Each e2e/tools/*.mk adds its binaries as prerequisites of `tools`.
+tools:
 
 bench: $(TOOLS_BIN)/benchstat ## Benchmarks, printed as a benchstat table (BENCHCOUNT runs each)
 	@mkdir -p $(BIN)
@@ -69,3 +74,6 @@ clean:
 
 demo: build ## Show isolator's decisions for the example pods
 	$(BIN)/isolator policy explain --policy manifests/examples/policies.yaml -f manifests/examples/pods.yaml
+
+# Test tool builds (kube-apiserver, containerd, ...), one file per tool module.
+include $(wildcard e2e/tools/*.mk)
