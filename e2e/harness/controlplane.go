@@ -108,6 +108,9 @@ type ControlPlane struct {
 
 	mu      sync.Mutex
 	procs   map[Component]*Process
+	// extra are processes started against the control plane (isolator webhooks); they
+	// stop first.
+	extra []*Process
 	specs   map[Component]ProcessSpec
 	ready   map[Component]ReadyCheck
 	stopped bool
@@ -572,6 +575,9 @@ func (cp *ControlPlane) stopProcesses() error {
 	defer cp.mu.Unlock()
 	cp.stopped = true
 	var errs []error
+	for _, p := range cp.extra {
+		errs = append(errs, p.Stop(DefaultStopGrace))
+	}
 	for _, c := range slices.Backward(AllComponents) {
 		if p := cp.procs[c]; p != nil {
 			errs = append(errs, p.Stop(DefaultStopGrace))
