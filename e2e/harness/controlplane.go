@@ -106,11 +106,11 @@ type ControlPlane struct {
 	restConfig  *rest.Config
 	client      kubernetes.Interface
 
-	mu      sync.Mutex
-	procs   map[Component]*Process
+	mu    sync.Mutex
+	procs map[Component]*Process
 	// extra are processes started against the control plane (isolator webhooks); they
 	// stop first.
-	extra []*Process
+	extra   []*Process
 	specs   map[Component]ProcessSpec
 	ready   map[Component]ReadyCheck
 	stopped bool
