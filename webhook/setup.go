@@ -53,6 +53,9 @@ func partial(gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
 	return p
 }
 
+// imageCacheEntries bounds the normalised-image cache: about 100 bytes an entry.
+const imageCacheEntries = 50000
+
 // Options configure Setup.
 type Options struct {
 	// Namespace holds the policy ConfigMaps.
@@ -98,9 +101,10 @@ func Setup(mgr manager.Manager, opts Options) (*Webhook, error) {
 		reader:         mgr.GetClient(),
 	}
 	srv := mgr.GetWebhookServer()
-	srv.Register(MutatePath, &admission.Webhook{Handler: &PodMutator{
+	srv.Register(MutatePath, &PodMutator{
 		Policy: w.Store.Snapshot, Namespaces: w.Namespaces, RuntimeClasses: w.RuntimeClasses, Metrics: m,
-	}})
+		Images: policy.NewImageCache(imageCacheEntries),
+	})
 	srv.Register(ValidatePath, &admission.Webhook{Handler: &PolicyValidator{
 		Store: w.Store, RuntimeClasses: w.RuntimeClasses, Metrics: m,
 	}})
