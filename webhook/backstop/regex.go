@@ -29,8 +29,8 @@ func setOf(chars string) charset {
 	return s
 }
 
-func (s *charset) add(c byte)          { s[c>>6] |= 1 << (c & 63) }
-func (s charset) has(c byte) bool      { return c < 128 && s[c>>6]&(1<<(c&63)) != 0 }
+func (s *charset) add(c byte)           { s[c>>6] |= 1 << (c & 63) }
+func (s charset) has(c byte) bool       { return c < 128 && s[c>>6]&(1<<(c&63)) != 0 }
 func (s charset) and(o charset) charset { return charset{s[0] & o[0], s[1] & o[1]} }
 func (s charset) or(o charset) charset  { return charset{s[0] | o[0], s[1] | o[1]} }
 func (s charset) minus(o charset) charset {
