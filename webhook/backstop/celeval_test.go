@@ -6,7 +6,9 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/admission"
 	plugincel "k8s.io/apiserver/pkg/admission/plugin/cel"
@@ -74,7 +76,26 @@ func attributes(pod *corev1.Pod, username string) *admission.VersionedAttributes
 
 // admit evaluates the policy for a pod CREATE in namespace ns by username.
 func (p *celPolicy) admit(ctx context.Context, pod *corev1.Pod, ns *corev1.Namespace, username string) verdict {
-	res := p.validator.Validate(ctx, podsGVR, attributes(pod, username), nil, ns, celconfig.RuntimeCELCostBudget, nil)
+	return p.decide(ctx, podsGVR, attributes(pod, username), ns)
+}
+
+// admitRequest evaluates the policy for any request.
+func (p *celPolicy) admitRequest(ctx context.Context, gvr schema.GroupVersionResource, gvk schema.GroupVersionKind, op admission.Operation, obj, old runtime.Object, u user.Info) verdict {
+	var opts runtime.Object = &metav1.CreateOptions{}
+	if op == admission.Update {
+		opts = &metav1.UpdateOptions{}
+	}
+	m, _ := meta.Accessor(obj)
+	attr := admission.NewAttributesRecord(obj, old, gvk, m.GetNamespace(), m.GetName(), gvr, "", op, opts, false, u)
+	va := &admission.VersionedAttributes{Attributes: attr, VersionedKind: gvk, VersionedObject: admission.NewLazyObject(obj)}
+	if old != nil {
+		va.VersionedOldObject = admission.NewLazyObject(old)
+	}
+	return p.decide(ctx, gvr, va, nil)
+}
+
+func (p *celPolicy) decide(ctx context.Context, gvr schema.GroupVersionResource, va *admission.VersionedAttributes, ns *corev1.Namespace) verdict {
+	res := p.validator.Validate(ctx, gvr, va, nil, ns, celconfig.RuntimeCELCostBudget, nil)
 	var v verdict
 	for _, d := range res.Decisions {
 		switch {
