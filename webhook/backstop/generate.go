@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/isolator-dev/isolator/policy"
+	"github.com/isolator-dev/isolator/webhook/backstop/internal/imageregex"
 )
 
 // Names and labels of the generated objects.
@@ -375,10 +376,10 @@ func imagesRegex(patterns []string) (re string, ok bool, err error) {
 		if err != nil {
 			return "", false, fmt.Errorf("image pattern %q: %w", s, err)
 		}
-		if allStars(p.Segments) && p.Tag == "" && p.Digest == "" {
+		if imageregex.MatchesEveryName(p.Segments) && p.Tag == "" && p.Digest == "" {
 			return "", true, nil
 		}
-		r, ok, err := ImageRegex(p)
+		r, ok, err := imageregex.Image(p)
 		if err != nil {
 			return "", false, fmt.Errorf("image pattern %q: %w", s, err)
 		}
@@ -386,7 +387,7 @@ func imagesRegex(patterns []string) (re string, ok bool, err error) {
 			alts = append(alts, strings.TrimSuffix(strings.TrimPrefix(r, "^"), "$"))
 		}
 	}
-	joined, ok := alternation(alts)
+	joined, ok := imageregex.Join(alts)
 	if !ok {
 		return "", false, nil
 	}
@@ -413,7 +414,7 @@ func namespacesExpr(globs []string) (string, error) {
 		alts = append(alts, "request.namespace in "+celList(lits))
 	}
 	if len(pats) > 0 {
-		re, ok, err := NamespaceRegex(pats)
+		re, ok, err := imageregex.Namespace(pats)
 		if err != nil {
 			return "", err
 		}

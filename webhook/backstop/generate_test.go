@@ -346,3 +346,5 @@ func TestBackstopMirrorPods(t *testing.T) {
 		}
 	}
 }
+
+func pick[T any](r *rand.Rand, xs []T) T { return xs[r.IntN(len(xs))] }

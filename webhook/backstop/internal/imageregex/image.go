@@ -1,4 +1,4 @@
-package backstop
+package imageregex
 
 import (
 	"regexp"
@@ -11,11 +11,11 @@ import (
 // differential tests fail if this list and the policy package drift apart.
 var dockerHubAliases = []string{"docker.io", "index.docker.io", "registry-1.docker.io"}
 
-// ImageRegex renders a normalised image pattern as an anchored RE2 regex over the RAW
+// Image renders a normalised image pattern as an anchored RE2 regex over the RAW
 // image string of a container, as the pod spec spells it. It accepts exactly the valid
 // references whose normalised form (policy.NormalizeImage) the pattern matches:
 //
-//	regexp.MatchString(ImageRegex(p), raw) == p.Matches(NormalizeImage(raw))
+//	regexp.MatchString(Image(p), raw) == p.Matches(NormalizeImage(raw))
 //
 // for every raw image that NormalizeImage accepts. ok is false when no image can match.
 //
@@ -29,11 +29,11 @@ var dockerHubAliases = []string{"docker.io", "index.docker.io", "registry-1.dock
 //	(d) "f/r", f another registry:    lower(f)/r
 //
 // The regex is the union of the four, each derived from the pattern's segments.
-func ImageRegex(p policy.ImagePattern) (string, bool, error) {
+func Image(p policy.ImagePattern) (string, bool, error) {
 	r := &imageRenderer{}
 	var name string
 	ok := true
-	if allStars(p.Segments) {
+	if MatchesEveryName(p.Segments) {
 		// Every name matches: accept any spelling of one.
 		name = anyName
 	} else {
@@ -61,7 +61,9 @@ var (
 // last one (a ':' there starts the tag).
 const anyName = `(?:[^/@]+/)*[^/:@]+`
 
-func allStars(q []string) bool {
+// MatchesEveryName reports whether the segments are all "**", which every name
+// matches.
+func MatchesEveryName(q []string) bool {
 	for _, s := range q {
 		if s != "**" {
 			return false

@@ -1,4 +1,7 @@
-package backstop
+// Package imageregex renders the policy's globs and image patterns as RE2 regular
+// expressions, for the backstop's CEL matches(). It is pure and small so that its
+// fuzz target builds fast.
+package imageregex
 
 import (
 	"fmt"
@@ -436,9 +439,13 @@ func globMatch(g, s string) bool {
 	return ok
 }
 
-// NamespaceRegex renders namespace-name globs as one anchored regex, or ok false when
-// no namespace name can match.
-func NamespaceRegex(globs []string) (string, bool, error) {
+// Join joins regexes into one alternation; ok is false when there are none. An
+// empty regex matches the empty string.
+func Join(regexes []string) (string, bool) { return alternation(regexes) }
+
+// Namespace renders namespace-name globs as one anchored regex, or ok false when no
+// namespace name can match.
+func Namespace(globs []string) (string, bool, error) {
 	var alts []string
 	for _, g := range globs {
 		s, ok, err := globRegex(g, namespaceAlphabet)

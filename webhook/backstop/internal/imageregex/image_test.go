@@ -1,4 +1,4 @@
-package backstop
+package imageregex
 
 import (
 	"fmt"
@@ -64,7 +64,7 @@ func checkImage(t testing.TB, cache map[string]*compiledPattern, st *diffStats, 
 			return
 		}
 		cp = &compiledPattern{p: p}
-		re, ok, err := ImageRegex(p)
+		re, ok, err := Image(p)
 		if err != nil {
 			t.Fatalf("pattern %q: %v", pattern, err)
 		}
@@ -97,7 +97,7 @@ func checkImage(t testing.TB, cache map[string]*compiledPattern, st *diffStats, 
 	}
 }
 
-func TestImageRegexAgreesWithPolicy(t *testing.T) {
+func TestImageAgreesWithPolicy(t *testing.T) {
 	cache, st := map[string]*compiledPattern{}, &diffStats{}
 	for _, p := range diffPatterns {
 		for _, img := range diffImages {
@@ -112,7 +112,7 @@ func TestImageRegexAgreesWithPolicy(t *testing.T) {
 
 // TestImageRegexRandom draws images and patterns from the same small vocabulary, so
 // that most pairs are near misses.
-func TestImageRegexRandom(t *testing.T) {
+func TestImageRandom(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	cache, st := map[string]*compiledPattern{}, &diffStats{}
 	for range 6000 {
@@ -174,9 +174,9 @@ func randomPattern(r *rand.Rand) string {
 	return s
 }
 
-// FuzzImageRegex checks the rendered regex against the policy's matcher for arbitrary
+// FuzzImage checks the rendered regex against the policy's matcher for arbitrary
 // patterns and images.
-func FuzzImageRegex(f *testing.F) {
+func FuzzImage(f *testing.F) {
 	for i, p := range diffPatterns {
 		f.Add(p, diffImages[i%len(diffImages)])
 	}
@@ -185,11 +185,11 @@ func FuzzImageRegex(f *testing.F) {
 	})
 }
 
-func TestNamespaceRegex(t *testing.T) {
+func TestNamespace(t *testing.T) {
 	names := []string{"tenant-a", "tenant-", "tenant", "x-tenant-a", "a", "team-1", "team-12", "prod"}
 	globs := [][]string{{"tenant-*"}, {"team-?"}, {"team-[0-9]*", "prod"}, {"*"}, {"[^t]*"}, {"TENANT-*"}, {`tenant\-*`}}
 	for _, gs := range globs {
-		re, ok, err := NamespaceRegex(gs)
+		re, ok, err := Namespace(gs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -206,9 +206,9 @@ func TestNamespaceRegex(t *testing.T) {
 	}
 }
 
-func ExampleImageRegex() {
+func ExampleImage() {
 	p, _ := policy.ParseImagePattern("registry.example.com/platform/**")
-	re, _, _ := ImageRegex(p)
+	re, _, _ := Image(p)
 	fmt.Println(re)
 	// Output: ^(?i:registry\.example\.com)/platform(?:/[\-.0-9_a-z]+(?:/[\-.0-9_a-z]+)*)?(?::[-.\w]+)?(?:@[-+.:\w]+)?$
 }
