@@ -15,6 +15,8 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/isolator-dev/isolator/e2e/harness"
 )
 
@@ -168,7 +170,9 @@ func TestControllerCreatedPods(t *testing.T) {
 	}
 }
 
-// i. kube-system and mirror pods are left alone.
+// i. kube-system and mirror pods are left alone. A mirror pod is what a kubelet
+// creates for a static pod, so only a node's own identity is exempt: anyone else who adds
+// the mirror annotation is decided like every other pod.
 func TestExcludedPods(t *testing.T) {
 	ctx := testContext(t)
 	p := mustCreate(t, ctx, newPod("kube-system", "hub-in-kube-system", "nginx"))
@@ -176,14 +180,41 @@ func TestExcludedPods(t *testing.T) {
 	if _, ok := p.Annotations["isolator.dev/rule"]; ok {
 		t.Errorf("kube-system pod annotated: %v", p.Annotations)
 	}
-	mirror := newPod("shop", "static-web", "registry.example.com/shop/web:1",
-		withAnnotations(map[string]string{"kubernetes.io/config.mirror": "mirror-hash"}))
-	mirror.Spec.NodeName = "node-1"
-	p = mustCreate(t, ctx, mirror)
-	if class(p) != "" {
-		t.Errorf("mirror pod got runtimeClassName %q; the webhook's matchConditions must skip mirror pods", class(p))
+
+	node, err := cp.Client().CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		_ = cp.Client().CoreV1().Nodes().Delete(context.Background(), "node-1", metav1.DeleteOptions{})
+	})
+	mirror := func(name string) *corev1.Pod {
+		m := newPod("shop", name, "registry.example.com/shop/web:1",
+			withAnnotations(map[string]string{"kubernetes.io/config.mirror": "mirror-hash"}))
+		m.Spec.NodeName = node.Name
+		m.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID, Controller: ptrTo(true)}}
+		return m
+	}
+	kubeletCfg, err := cp.UserConfig("system:node:node-1", "system:nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubelet, err := kubernetes.NewForConfig(kubeletCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err = create(t, ctx, kubelet, mirror("static-web"))
+	if err != nil {
+		t.Fatalf("the kubelet creating its mirror pod: %v", err)
+	}
+	if class(p) != "" {
+		t.Errorf("a kubelet's mirror pod got runtimeClassName %q; the webhook's matchConditions must skip it", class(p))
+	}
+	p = mustCreate(t, ctx, mirror("fake-mirror"))
+	expectDecision(t, p, "kata-rc", "platform/untrusted-namespaces")
 }
+
+func ptrTo[T any](v T) *T { return &v }
 
 // A namespace created a moment before its first pod: the informer may not have it yet,
 // and the webhook reads it from the apiserver.
