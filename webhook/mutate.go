@@ -2,17 +2,17 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
+	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/isolator-dev/isolator/policy"
 )
@@ -48,6 +48,9 @@ type PodMutator struct {
 	Metrics        *Metrics
 	// Images caches normalised image references; nil normalises every time.
 	Images *policy.ImageCache
+
+	// decisions and auditDecisions cache the counters of Metrics by decisionKey.
+	decisions, auditDecisions sync.Map
 }
 
 // podRequest is the part of an AdmissionReview request the mutator reads.
@@ -63,20 +66,20 @@ type podRequest struct {
 // decide answers one pod admission with exactly one of: a patch that sets
 // spec.runtimeClassName (one op) and records isolator's annotations; a denial that
 // names the rule, the reason and what would be accepted; or allow.
-func (m *PodMutator) decide(ctx context.Context, req *podRequest) admission.Response {
+func (m *PodMutator) decide(ctx context.Context, req *podRequest) verdict {
 	start := time.Now()
 	if req.UID == "" && req.Resource.Resource == "" {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("the body is not an AdmissionReview with a request: expected apiVersion admission.k8s.io/v1, kind AdmissionReview"))
+		return *errored(http.StatusBadRequest, errors.New("the body is not an AdmissionReview with a request: expected apiVersion admission.k8s.io/v1, kind AdmissionReview"))
 	}
 	if req.Resource != podResource {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("%s expects pods, got %q: check the MutatingWebhookConfiguration's rules", MutatePath, req.Resource.Resource))
+		return *errored(http.StatusBadRequest, fmt.Errorf("%s expects pods, got %q: check the MutatingWebhookConfiguration's rules", MutatePath, req.Resource.Resource))
 	}
 	if req.Operation != admissionv1.Create || req.SubResource != "" {
-		return admission.Allowed("isolator decides pods on CREATE only")
+		return allowed("isolator decides pods on CREATE only")
 	}
 	pod := req.Object
 	if pod == nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("the AdmissionReview has no request.object: a Pod is required"))
+		return *errored(http.StatusBadRequest, errors.New("the AdmissionReview has no request.object: a Pod is required"))
 	}
 	ns := req.Namespace
 	if ns == "" {
@@ -85,10 +88,10 @@ func (m *PodMutator) decide(ctx context.Context, req *podRequest) admission.Resp
 	nsLabels, found, err := m.Namespaces.Labels(ctx, ns)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "namespace lookup failed", "namespace", ns, "pod", pod.DisplayName())
-		return admission.Errored(http.StatusInternalServerError, err)
+		return *errored(http.StatusInternalServerError, err)
 	}
 	if !found {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("namespace %q does not exist", ns))
+		return *errored(http.StatusBadRequest, fmt.Errorf("namespace %q does not exist", ns))
 	}
 	var facts policy.Facts
 	if m.Images != nil {
@@ -97,7 +100,7 @@ func (m *PodMutator) decide(ctx context.Context, req *podRequest) admission.Resp
 		facts, err = pod.Facts(ns, nsLabels)
 	}
 	if err != nil {
-		return m.finish(start, admission.Denied("isolator: "+err.Error()), nil, true)
+		return m.finish(start, denied("isolator: "+err.Error()), nil, true)
 	}
 	// A class that isolator set itself in an earlier pass (reinvocation) is not the
 	// user's choice: decide afresh. A pod that fakes the annotation only gets decided.
@@ -113,7 +116,7 @@ func (m *PodMutator) decide(ctx context.Context, req *podRequest) admission.Resp
 		d.Action = policy.ActionKeep
 		return m.finish(start, m.respond(ctx, pod, &d, ownClass), &d, false)
 	}
-	resp := m.respond(ctx, pod, &d, ownClass)
+	v := m.respond(ctx, pod, &d, ownClass)
 	switch d.Action {
 	case policy.ActionDeny:
 		ctrl.LoggerFrom(ctx).Info("pod denied", "namespace", ns, "pod", pod.DisplayName(), "rule", d.Rule, "reason", d.Reason)
@@ -121,99 +124,78 @@ func (m *PodMutator) decide(ctx context.Context, req *podRequest) admission.Resp
 		ctrl.LoggerFrom(ctx).Info("runtime class replaced", "namespace", ns, "pod", pod.DisplayName(), "rule", d.Rule,
 			"from", *pod.Spec.RuntimeClassName, "to", d.RuntimeClass)
 	}
-	return m.finish(start, resp, &d, true)
+	return m.finish(start, v, &d, true)
 }
 
-func (m *PodMutator) respond(ctx context.Context, pod *policy.Pod, d *policy.Decision, ownClass bool) admission.Response {
-	var resp admission.Response
+func (m *PodMutator) respond(ctx context.Context, pod *policy.Pod, d *policy.Decision, ownClass bool) verdict {
+	var v verdict
 	switch d.Action {
 	case policy.ActionSet, policy.ActionReplace:
 		if _, exists, _ := m.RuntimeClasses.Labels(ctx, d.RuntimeClass); !exists && m.RuntimeClasses.Synced() {
 			d.Action = policy.ActionDeny
 			d.Reason = "RuntimeClass " + d.RuntimeClass + " does not exist in this cluster, and rule " + d.Rule +
 				" requires it (" + d.Reason + "); create it (kubectl apply -k manifests/runtimeclasses) or change the policy"
-			resp = admission.Denied(denialMessage(d))
+			v = denied(denialMessage(d))
 			break
 		}
-		op := "add"
+		v = verdict{allowed: true, patchOp: "add", class: d.RuntimeClass, rule: d.Rule, hasAnnotations: pod.Metadata.Annotations != nil}
 		if pod.Spec.RuntimeClassName != nil {
-			op = "replace"
+			v.patchOp = "replace"
 		}
-		resp = admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true}}
-		resp.Patch = patchFor(op, d.RuntimeClass, d.Rule, pod.Metadata.Annotations != nil)
-		pt := admissionv1.PatchTypeJSONPatch
-		resp.PatchType = &pt
 		if d.Action == policy.ActionReplace && !ownClass {
-			resp.Warnings = []string{"isolator replaced runtimeClassName " + *pod.Spec.RuntimeClassName + " with " + d.RuntimeClass +
-				" (rule " + d.Rule + "): " + d.Reason}
+			v.warning = "isolator replaced runtimeClassName " + *pod.Spec.RuntimeClassName + " with " + d.RuntimeClass +
+				" (rule " + d.Rule + "): " + d.Reason
 		}
 	case policy.ActionDeny:
-		resp = admission.Denied(denialMessage(d))
+		v = denied(denialMessage(d))
 	default: // keep, none
-		resp = admission.Allowed("")
+		v = allowed("")
 	}
-	resp.AuditAnnotations = make(map[string]string, 7)
-	put := func(k, v string) {
-		if v != "" {
-			resp.AuditAnnotations[k] = v
-		}
-	}
-	put(auditAction, string(d.Action))
-	put(auditRuntimeClass, d.RuntimeClass)
-	put(auditRule, d.Rule)
-	put(auditReason, d.Reason)
-	put(auditAuditAction, string(d.Audit.Action))
-	put(auditAuditRuntimeClass, d.Audit.RuntimeClass)
-	put(auditAuditRule, d.Audit.Rule)
-	return resp
+	v.audit[auditAtAction] = string(d.Action)
+	v.audit[auditAtRuntimeClass] = d.RuntimeClass
+	v.audit[auditAtRule] = d.Rule
+	v.audit[auditAtReason] = d.Reason
+	v.audit[auditAtAuditAction] = string(d.Audit.Action)
+	v.audit[auditAtAuditRuntimeClass] = d.Audit.RuntimeClass
+	v.audit[auditAtAuditRule] = d.Audit.Rule
+	return v
 }
 
 func denialMessage(d *policy.Decision) string {
 	return "isolator: rule " + d.Rule + " denies this pod: " + d.Reason
 }
 
-// patchFor renders the JSON patch: one op on /spec/runtimeClassName, and isolator's
-// annotations (one op when the pod has none yet, else one per key).
-func patchFor(op, class, rule string, hasAnnotations bool) []byte {
-	var b strings.Builder
-	b.Grow(256)
-	b.WriteString(`[{"op":"`)
-	b.WriteString(op)
-	b.WriteString(`","path":"/spec/runtimeClassName","value":`)
-	b.WriteString(strconv.Quote(class))
-	b.WriteString(`}`)
-	if hasAnnotations {
-		b.WriteString(`,{"op":"add","path":"/metadata/annotations/isolator.dev~1runtime-class","value":`)
-		b.WriteString(strconv.Quote(class))
-		b.WriteString(`},{"op":"add","path":"/metadata/annotations/isolator.dev~1rule","value":`)
-		b.WriteString(strconv.Quote(rule))
-		b.WriteString(`}]`)
-	} else {
-		b.WriteString(`,{"op":"add","path":"/metadata/annotations","value":{"isolator.dev/runtime-class":`)
-		b.WriteString(strconv.Quote(class))
-		b.WriteString(`,"isolator.dev/rule":`)
-		b.WriteString(strconv.Quote(rule))
-		b.WriteString(`}}]`)
-	}
-	return []byte(b.String())
-}
+// decisionKey names one series of isolator_admission_decisions_total.
+type decisionKey struct{ class, rule, action string }
 
 // finish records the time taken and, when count is set, the decision: d nil is a pod
 // refused before any rule applied (an invalid image reference).
-func (m *PodMutator) finish(start time.Time, resp admission.Response, d *policy.Decision, count bool) admission.Response {
+func (m *PodMutator) finish(start time.Time, v verdict, d *policy.Decision, count bool) verdict {
 	if m.Metrics == nil {
-		return resp
+		return v
 	}
 	switch {
 	case !count:
 	case d != nil:
-		m.Metrics.Decisions.WithLabelValues(d.RuntimeClass, d.Rule, string(d.Action)).Inc()
+		m.counter(m.Metrics.Decisions, &m.decisions, decisionKey{d.RuntimeClass, d.Rule, string(d.Action)}).Inc()
 		if d.Audit.Action != "" {
-			m.Metrics.AuditDecisions.WithLabelValues(d.Audit.RuntimeClass, d.Audit.Rule, string(d.Audit.Action)).Inc()
+			m.counter(m.Metrics.AuditDecisions, &m.auditDecisions, decisionKey{d.Audit.RuntimeClass, d.Audit.Rule, string(d.Audit.Action)}).Inc()
 		}
 	default:
-		m.Metrics.Decisions.WithLabelValues("", "", string(policy.ActionDeny)).Inc()
+		m.counter(m.Metrics.Decisions, &m.decisions, decisionKey{"", "", string(policy.ActionDeny)}).Inc()
 	}
 	m.Metrics.DecisionDuration.Observe(time.Since(start).Seconds())
-	return resp
+	return v
+}
+
+// counter returns the series of vec for k, remembered in cache: a lock-free map load
+// instead of the vector's hashing and read lock on every admission. The series are
+// bounded by the rules, classes and actions, as the metric's labels are.
+func (m *PodMutator) counter(vec *prometheus.CounterVec, cache *sync.Map, k decisionKey) prometheus.Counter {
+	if c, ok := cache.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c := vec.WithLabelValues(k.class, k.rule, k.action)
+	cache.Store(k, c)
+	return c
 }

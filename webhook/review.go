@@ -1,19 +1,19 @@
 package webhook
 
 import (
-	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
 // MaxReviewBytes caps an AdmissionReview body, as controller-runtime does: the apiserver
@@ -30,80 +30,303 @@ type podReview struct {
 	Request    *podRequest `json:"request"`
 }
 
-var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// bufPool holds request and response buffers. A buffer that grew past maxPooledBuf (a
+// huge pod) is dropped rather than kept alive by the pool.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+const maxPooledBuf = 256 << 10
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) <= maxPooledBuf {
+		*b = (*b)[:0]
+		bufPool.Put(b)
+	}
+}
 
 // ServeHTTP serves /mutate-pods. It is controller-runtime's admission protocol (the same
 // size cap, content-type check, panic recovery and error responses, and
 // controller_runtime_webhook_* metrics through the webhook server), with a decoder that
-// reads only what the decision needs, once.
+// reads only what the decision needs, once, and a response written straight to bytes.
 func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var uid = ""
+	var uid types.UID
 	defer func() {
 		if p := recover(); p != nil {
 			ctrl.LoggerFrom(r.Context()).Error(fmt.Errorf("panic: %v", p), "admission handler panicked")
-			resp := admission.Errored(http.StatusInternalServerError, fmt.Errorf("panic: %v [recovered]", p))
-			resp.UID = typesUID(uid)
-			writeReview(w, resp)
+			writeReview(w, uid, errored(http.StatusInternalServerError, fmt.Errorf("panic: %v [recovered]", p)))
 		}
 	}()
 	if r.Body == nil || r.Body == http.NoBody {
-		writeReview(w, admission.Errored(http.StatusBadRequest, errors.New("request body is empty")))
+		writeReview(w, "", errored(http.StatusBadRequest, errors.New("request body is empty")))
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
-		writeReview(w, admission.Errored(http.StatusBadRequest, fmt.Errorf("contentType=%s, expected application/json", ct)))
+		writeReview(w, "", errored(http.StatusBadRequest, fmt.Errorf("contentType=%s, expected application/json", ct)))
 		return
 	}
-	buf := bodyPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer bodyPool.Put(buf)
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, MaxReviewBytes+1))
+	buf := getBuf()
+	defer putBuf(buf)
+	body, err := readBody(*buf, r.Body)
+	*buf = body[:0]
 	if err != nil {
-		writeReview(w, admission.Errored(http.StatusBadRequest, fmt.Errorf("reading the request body: %w", err)))
+		writeReview(w, "", errored(http.StatusBadRequest, fmt.Errorf("reading the request body: %w", err)))
 		return
 	}
-	if n > MaxReviewBytes {
-		writeReview(w, admission.Errored(http.StatusRequestEntityTooLarge, fmt.Errorf("request entity is too large; limit is %d bytes", MaxReviewBytes)))
+	if len(body) > MaxReviewBytes {
+		writeReview(w, "", errored(http.StatusRequestEntityTooLarge, fmt.Errorf("request entity is too large; limit is %d bytes", MaxReviewBytes)))
 		return
 	}
-	var review podReview
-	if err := json.Unmarshal(buf.Bytes(), &review); err != nil {
-		writeReview(w, admission.Errored(http.StatusBadRequest, fmt.Errorf("the body is not an AdmissionReview of a Pod: %w", err)))
+	review, err := decodeReview(body)
+	if err != nil {
+		writeReview(w, "", errored(http.StatusBadRequest, fmt.Errorf("the body is not an AdmissionReview of a Pod: %w", err)))
 		return
 	}
 	if review.Request == nil {
-		writeReview(w, admission.Errored(http.StatusBadRequest, errors.New("the body is not an AdmissionReview with a request: expected apiVersion admission.k8s.io/v1, kind AdmissionReview")))
+		writeReview(w, "", errored(http.StatusBadRequest, errors.New("the body is not an AdmissionReview with a request: expected apiVersion admission.k8s.io/v1, kind AdmissionReview")))
 		return
 	}
+	uid = review.Request.UID
 	if review.APIVersion != admissionReviewType.APIVersion || review.Kind != admissionReviewType.Kind {
-		resp := admission.Errored(http.StatusBadRequest, fmt.Errorf("expected apiVersion %s, kind AdmissionReview; got apiVersion %q, kind %q: list only v1 in admissionReviewVersions", admissionReviewType.APIVersion, review.APIVersion, review.Kind))
-		resp.UID = review.Request.UID
-		writeReview(w, resp)
+		writeReview(w, uid, errored(http.StatusBadRequest, fmt.Errorf("expected apiVersion %s, kind AdmissionReview; got apiVersion %q, kind %q: list only v1 in admissionReviewVersions", admissionReviewType.APIVersion, review.APIVersion, review.Kind)))
 		return
 	}
-	uid = string(review.Request.UID)
-	resp := m.decide(r.Context(), review.Request)
-	if err := resp.Complete(admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{UID: review.Request.UID}}); err != nil {
-		resp = admission.Errored(http.StatusInternalServerError, err)
-		resp.UID = review.Request.UID
-	}
-	writeReview(w, resp)
+	v := m.decide(r.Context(), review.Request)
+	writeReview(w, uid, &v)
 }
 
-// writeReview writes resp as an AdmissionReview v1. Errors travel inside a 200 response,
+// readBody reads at most MaxReviewBytes+1 bytes into buf: one more than the cap tells a
+// body that is too large.
+func readBody(buf []byte, body io.Reader) ([]byte, error) {
+	const limit = MaxReviewBytes + 1
+	for {
+		if len(buf) == cap(buf) {
+			// Double, as bytes.Buffer does: append grows large slices by only 1.25x,
+			// which would copy a 7 MiB body many times over.
+			grown := make([]byte, len(buf), min(2*cap(buf)+512, limit))
+			copy(grown, buf)
+			buf = grown
+		}
+		room := buf[len(buf):cap(buf)]
+		if len(buf)+len(room) > limit {
+			room = room[:limit-len(buf)]
+		}
+		n, err := body.Read(room)
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+		if len(buf) >= limit {
+			return buf, nil
+		}
+	}
+}
+
+// verdict is one admission answer. It holds plain values rather than an
+// admissionv1.AdmissionResponse, so that answering allocates nothing and appendReview
+// can write it without reflection.
+type verdict struct {
+	allowed bool
+	// code is the status code; 0 means 200.
+	code    int32
+	reason  metav1.StatusReason
+	message string
+	// patchOp is "add" or "replace" for a patch that sets class and records class and
+	// rule in isolator's annotations; empty for no patch.
+	patchOp        string
+	class, rule    string
+	hasAnnotations bool
+	warning        string
+	audit          [numAuditKeys]string
+}
+
+// The audit annotation keys in the sorted order encoding/json writes a map in.
+var auditKeys = [...]string{auditAction, auditAuditAction, auditAuditRule, auditAuditRuntimeClass, auditReason, auditRule, auditRuntimeClass}
+
+const numAuditKeys = 7
+
+// Positions of the audit annotations in verdict.audit.
+const (
+	auditAtAction = iota
+	auditAtAuditAction
+	auditAtAuditRule
+	auditAtAuditRuntimeClass
+	auditAtReason
+	auditAtRule
+	auditAtRuntimeClass
+)
+
+func allowed(message string) verdict {
+	return verdict{allowed: true, code: http.StatusOK, message: message}
+}
+
+func denied(message string) verdict {
+	return verdict{code: http.StatusForbidden, reason: metav1.StatusReasonForbidden, message: message}
+}
+
+func errored(code int32, err error) *verdict {
+	return &verdict{code: code, message: err.Error()}
+}
+
+// patch renders the JSON patch: one op on /spec/runtimeClassName, and isolator's
+// annotations (one op when the pod has none yet, else one per key).
+func (v *verdict) patch(b []byte) []byte {
+	if v.patchOp == "" {
+		return b
+	}
+	b = append(b, `[{"op":"`...)
+	b = append(b, v.patchOp...)
+	b = append(b, `","path":"/spec/runtimeClassName","value":`...)
+	b = strconv.AppendQuote(b, v.class)
+	b = append(b, '}')
+	if v.hasAnnotations {
+		b = append(b, `,{"op":"add","path":"/metadata/annotations/isolator.dev~1runtime-class","value":`...)
+		b = strconv.AppendQuote(b, v.class)
+		b = append(b, `},{"op":"add","path":"/metadata/annotations/isolator.dev~1rule","value":`...)
+		b = strconv.AppendQuote(b, v.rule)
+		b = append(b, `}]`...)
+	} else {
+		b = append(b, `,{"op":"add","path":"/metadata/annotations","value":{"isolator.dev/runtime-class":`...)
+		b = strconv.AppendQuote(b, v.class)
+		b = append(b, `,"isolator.dev/rule":`...)
+		b = strconv.AppendQuote(b, v.rule)
+		b = append(b, `}}]`...)
+	}
+	return b
+}
+
+// response is the verdict as the admission API type, for tests and for anyone reading
+// it as a Kubernetes object. appendReview writes exactly its encoding/json encoding.
+func (v *verdict) response(uid types.UID) *admissionv1.AdmissionResponse {
+	code := v.code
+	if code == 0 {
+		code = http.StatusOK
+	}
+	r := &admissionv1.AdmissionResponse{UID: uid, Allowed: v.allowed,
+		Result: &metav1.Status{Code: code, Reason: v.reason, Message: v.message}}
+	if v.patchOp != "" {
+		r.Patch = v.patch(nil)
+		pt := admissionv1.PatchTypeJSONPatch
+		r.PatchType = &pt
+	}
+	for i, val := range v.audit {
+		if val != "" {
+			if r.AuditAnnotations == nil {
+				r.AuditAnnotations = map[string]string{}
+			}
+			r.AuditAnnotations[auditKeys[i]] = val
+		}
+	}
+	if v.warning != "" {
+		r.Warnings = []string{v.warning}
+	}
+	return r
+}
+
+// contentTypeJSON is shared by every response: net/http only reads header values, and
+// a shared slice saves an allocation per request.
+var contentTypeJSON = []string{"application/json"}
+
+// writeReview writes v as an AdmissionReview v1. Errors travel inside a 200 response,
 // as the admission protocol requires.
-func writeReview(w http.ResponseWriter, resp admission.Response) {
-	if resp.Result == nil {
-		resp.Result = &metav1.Status{}
-	}
-	if resp.Result.Code == 0 {
-		resp.Result.Code = http.StatusOK
-	}
-	w.Header().Set("Content-Type", "application/json")
-	out := admissionv1.AdmissionReview{TypeMeta: admissionReviewType, Response: &resp.AdmissionResponse}
-	if err := json.NewEncoder(w).Encode(&out); err != nil {
-		ctrl.Log.WithName("admission").Error(err, "writing the admission response")
+func writeReview(w http.ResponseWriter, uid types.UID, v *verdict) {
+	buf := getBuf()
+	defer putBuf(buf)
+	*buf = appendReview((*buf)[:0], uid, v)
+	w.Header()["Content-Type"] = contentTypeJSON
+	if _, err := w.Write(*buf); err != nil {
+		ctrl.Log.WithName("admission").V(1).Info("writing the admission response failed", "error", err.Error())
 	}
 }
 
-func typesUID(s string) types.UID { return types.UID(s) }
+// appendReview appends the AdmissionReview of v byte for byte as
+// json.NewEncoder(w).Encode(&admissionv1.AdmissionReview{...}) writes it (with its
+// trailing newline); TestAppendReviewMatchesEncodingJSON holds it to that.
+func appendReview(b []byte, uid types.UID, v *verdict) []byte {
+	b = append(b, `{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","response":{"uid":`...)
+	b = appendJSONString(b, string(uid))
+	if v.allowed {
+		b = append(b, `,"allowed":true,"status":{"metadata":{}`...)
+	} else {
+		b = append(b, `,"allowed":false,"status":{"metadata":{}`...)
+	}
+	if v.message != "" {
+		b = append(b, `,"message":`...)
+		b = appendJSONString(b, v.message)
+	}
+	if v.reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendJSONString(b, string(v.reason))
+	}
+	code := v.code
+	if code == 0 {
+		code = http.StatusOK
+	}
+	b = append(b, `,"code":`...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, '}')
+	if v.patchOp != "" {
+		var scratch [512]byte
+		p := v.patch(scratch[:0])
+		b = append(b, `,"patch":"`...)
+		b = base64.StdEncoding.AppendEncode(b, p)
+		b = append(b, `","patchType":"JSONPatch"`...)
+	}
+	first := true
+	for i, val := range v.audit {
+		if val == "" {
+			continue
+		}
+		if first {
+			b = append(b, `,"auditAnnotations":{`...)
+			first = false
+		} else {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, auditKeys[i])
+		b = append(b, ':')
+		b = appendJSONString(b, val)
+	}
+	if !first {
+		b = append(b, '}')
+	}
+	if v.warning != "" {
+		b = append(b, `,"warnings":[`...)
+		b = appendJSONString(b, v.warning)
+		b = append(b, ']')
+	}
+	return append(b, "}}\n"...)
+}
+
+// appendJSONString quotes s as encoding/json does. Plain printable ASCII is copied; any
+// other string (quotes, HTML characters, control characters, non-ASCII) is rare here
+// and left to encoding/json itself.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if !plainJSONOut[s[i]] {
+			q, err := json.Marshal(s)
+			if err != nil { // a string always marshals
+				panic(err)
+			}
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// plainJSONOut marks the bytes encoding/json writes unchanged inside a string.
+var plainJSONOut = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		switch c {
+		case '"', '\\', '<', '>', '&':
+		default:
+			t[c] = true
+		}
+	}
+	return t
+}()

@@ -1,0 +1,829 @@
+package webhook
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"slices"
+	"unicode/utf8"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/isolator-dev/isolator/policy"
+)
+
+// decodeReview decodes an AdmissionReview into the fields the decision needs, with
+// exactly the result and errors of json.Unmarshal(body, &podReview{}).
+//
+// The fast path walks the body once: it validates every byte as json.Unmarshal does, but
+// skips the subtrees no decision reads (env, volumes, resources, managedFields, ...)
+// without building anything, and fills only podReview. Whatever it does not handle the
+// way encoding/json would without doubt (invalid JSON, a type mismatch, a duplicate or
+// case-folded key, an escaped key, very deep nesting) it hands to json.Unmarshal, which
+// then decides and words the error. TestDecodeReviewDifferential and
+// FuzzDecodeReviewDifferential hold the two to the same answers.
+func decodeReview(body []byte) (podReview, error) {
+	d := reviewDecoder{b: body}
+	review, err := d.review()
+	if err == nil {
+		return review, nil
+	}
+	return decodeSlow(body)
+}
+
+// decodeSlow is encoding/json, the reference. It is a function of its own so that its
+// result escapes to the heap only on this path.
+func decodeSlow(body []byte) (podReview, error) {
+	var review podReview
+	err := json.Unmarshal(body, &review)
+	return review, err
+}
+
+// errSlowPath hands the body to encoding/json. It never reaches a client: the slow
+// path returns encoding/json's own result.
+var errSlowPath = errors.New("not decoded by the fast path")
+
+// maxSkipDepth bounds the nesting the fast path skips over; deeper documents go to
+// encoding/json, which enforces its own limit (10000) with its own error.
+const maxSkipDepth = 512
+
+// reviewDecoder reads one AdmissionReview from b; i is the read position.
+type reviewDecoder struct {
+	b []byte
+	i int
+}
+
+// The JSON names of each level's fields. A key that is not one of them but equals one
+// of them ignoring case would match in encoding/json: it goes to the slow path.
+var (
+	reviewKeys   = []string{"apiVersion", "kind", "request"}
+	requestKeys  = []string{"uid", "resource", "subResource", "namespace", "operation", "object"}
+	gvrKeys      = []string{"group", "version", "resource"}
+	podKeys      = []string{"metadata", "spec"}
+	metaKeys     = []string{"name", "generateName", "namespace", "labels", "annotations"}
+	specKeys     = []string{"runtimeClassName", "hostNetwork", "hostPID", "hostIPC", "containers", "initContainers", "ephemeralContainers"}
+	containerKey = []string{"name", "image"}
+)
+
+// Common values, so that decoding them does not allocate.
+var internedValues = []string{
+	"admission.k8s.io/v1", "AdmissionReview", "CREATE", "UPDATE", "DELETE", "CONNECT",
+	"", "v1", "pods", "status", "ephemeralcontainers", "binding", "eviction",
+}
+
+func (d *reviewDecoder) review() (podReview, error) {
+	var r podReview
+	if null, err := d.objectStart(); err != nil || null {
+		return r, errSlowPath // a top-level null or non-object is rare: encoding/json words it
+	}
+	var seen uint64
+	for first := true; ; first = false {
+		key, more, err := d.member(first)
+		if err != nil || !more {
+			if err == nil {
+				err = d.end()
+			}
+			return r, err
+		}
+		switch string(key) {
+		case "apiVersion":
+			if err = d.once(&seen, 0); err == nil {
+				err = d.str(&r.APIVersion, true)
+			}
+		case "kind":
+			if err = d.once(&seen, 1); err == nil {
+				err = d.str(&r.Kind, true)
+			}
+		case "request":
+			if err = d.once(&seen, 2); err == nil {
+				err = d.request(&r.Request)
+			}
+		default:
+			err = d.skipUnknown(key, reviewKeys)
+		}
+		if err != nil {
+			return r, err
+		}
+	}
+}
+
+func (d *reviewDecoder) request(p **podRequest) error {
+	null, err := d.objectStart()
+	if err != nil {
+		return err
+	}
+	if null {
+		*p = nil
+		return nil
+	}
+	req := &podRequest{}
+	*p = req
+	var seen uint64
+	for first := true; ; first = false {
+		key, more, err := d.member(first)
+		if err != nil || !more {
+			return err
+		}
+		switch string(key) {
+		case "uid":
+			if err = d.once(&seen, 0); err == nil {
+				var s string
+				err = d.str(&s, false)
+				req.UID = types.UID(s)
+			}
+		case "resource":
+			if err = d.once(&seen, 1); err == nil {
+				err = d.gvr(&req.Resource)
+			}
+		case "subResource":
+			if err = d.once(&seen, 2); err == nil {
+				err = d.str(&req.SubResource, true)
+			}
+		case "namespace":
+			if err = d.once(&seen, 3); err == nil {
+				err = d.str(&req.Namespace, true)
+			}
+		case "operation":
+			if err = d.once(&seen, 4); err == nil {
+				var s string
+				err = d.str(&s, true)
+				req.Operation = admissionv1.Operation(s)
+			}
+		case "object":
+			if err = d.once(&seen, 5); err == nil {
+				err = d.pod(&req.Object)
+			}
+		default:
+			err = d.skipUnknown(key, requestKeys)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (d *reviewDecoder) gvr(g *metav1.GroupVersionResource) error {
+	if null, err := d.objectStart(); err != nil || null {
+		return err
+	}
+	var seen uint64
+	for first := true; ; first = false {
+		key, more, err := d.member(first)
+		if err != nil || !more {
+			return err
+		}
+		switch string(key) {
+		case "group":
+			if err = d.once(&seen, 0); err == nil {
+				err = d.str(&g.Group, true)
+			}
+		case "version":
+			if err = d.once(&seen, 1); err == nil {
+				err = d.str(&g.Version, true)
+			}
+		case "resource":
+			if err = d.once(&seen, 2); err == nil {
+				err = d.str(&g.Resource, true)
+			}
+		default:
+			err = d.skipUnknown(key, gvrKeys)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (d *reviewDecoder) pod(p **policy.Pod) error {
+	null, err := d.objectStart()
+	if err != nil {
+		return err
+	}
+	if null {
+		*p = nil
+		return nil
+	}
+	pod := &policy.Pod{}
+	*p = pod
+	var seen uint64
+	for first := true; ; first = false {
+		key, more, err := d.member(first)
+		if err != nil || !more {
+			return err
+		}
+		switch string(key) {
+		case "metadata":
+			if err = d.once(&seen, 0); err == nil {
+				err = d.meta(&pod.Metadata)
+			}
+		case "spec":
+			if err = d.once(&seen, 1); err == nil {
+				err = d.spec(&pod.Spec)
+			}
+		default:
+			err = d.skipUnknown(key, podKeys)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (d *reviewDecoder) meta(m *policy.PodMeta) error {
+	if null, err := d.objectStart(); err != nil || null {
+		return err
+	}
+	var seen uint64
+	for first := true; ; first = false {
+		key, more, err := d.member(first)
+		if err != nil || !more {
+			return err
+		}
+		switch string(key) {
+		case "name":
+			if err = d.once(&seen, 0); err == nil {
+				err = d.str(&m.Name, false)
+			}
+		case "generateName":
+			if err = d.once(&seen, 1); err == nil {
+				err = d.str(&m.GenerateName, false)
+			}
+		case "namespace":
+			if err = d.once(&seen, 2); err == nil {
+				err = d.str(&m.Namespace, true)
+			}
+		case "labels":
+			if err = d.once(&seen, 3); err == nil {
+				err = d.stringMap(&m.Labels)
+			}
+		case "annotations":
+			if err = d.once(&seen, 4); err == nil {
+				err = d.stringMap(&m.Annotations)
+			}
+		default:
+			err = d.skipUnknown(key, metaKeys)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (d *reviewDecoder) spec(s *policy.PodSpec) error {
+	if null, err := d.objectStart(); err != nil || null {
+		return err
+	}
+	var seen uint64
+	for first := true; ; first = false {
+		key, more, err := d.member(first)
+		if err != nil || !more {
+			return err
+		}
+		switch string(key) {
+		case "runtimeClassName":
+			if err = d.once(&seen, 0); err == nil {
+				err = d.strPtr(&s.RuntimeClassName)
+			}
+		case "hostNetwork":
+			if err = d.once(&seen, 1); err == nil {
+				err = d.boolean(&s.HostNetwork)
+			}
+		case "hostPID":
+			if err = d.once(&seen, 2); err == nil {
+				err = d.boolean(&s.HostPID)
+			}
+		case "hostIPC":
+			if err = d.once(&seen, 3); err == nil {
+				err = d.boolean(&s.HostIPC)
+			}
+		case "containers":
+			if err = d.once(&seen, 4); err == nil {
+				err = d.containers(&s.Containers)
+			}
+		case "initContainers":
+			if err = d.once(&seen, 5); err == nil {
+				err = d.containers(&s.InitContainers)
+			}
+		case "ephemeralContainers":
+			if err = d.once(&seen, 6); err == nil {
+				err = d.containers(&s.EphemeralContainers)
+			}
+		default:
+			err = d.skipUnknown(key, specKeys)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// containers decodes a container list as encoding/json does: null is a nil slice, []
+// an empty one, and a null element a zero Container.
+func (d *reviewDecoder) containers(out *[]policy.Container) error {
+	d.ws()
+	switch d.peek() {
+	case 'n':
+		*out = nil
+		return d.literal("null")
+	case '[':
+		d.i++
+	default:
+		return errSlowPath
+	}
+	// Decode into a scratch array and copy the result once: one allocation of the
+	// right size instead of a growing slice.
+	var scratch [16]policy.Container
+	list := scratch[:0]
+	for first := true; ; first = false {
+		d.ws()
+		if first && d.peek() == ']' {
+			d.i++
+			*out = []policy.Container{}
+			return nil
+		}
+		if !first {
+			switch d.peek() {
+			case ',':
+				d.i++
+			case ']':
+				d.i++
+				*out = slices.Clone(list)
+				return nil
+			default:
+				return errSlowPath
+			}
+		}
+		list = append(list, policy.Container{})
+		if err := d.container(&list[len(list)-1]); err != nil {
+			return err
+		}
+	}
+}
+
+func (d *reviewDecoder) container(c *policy.Container) error {
+	if null, err := d.objectStart(); err != nil || null {
+		return err
+	}
+	var seen uint64
+	for first := true; ; first = false {
+		key, more, err := d.member(first)
+		if err != nil || !more {
+			return err
+		}
+		switch string(key) {
+		case "name":
+			if err = d.once(&seen, 0); err == nil {
+				err = d.str(&c.Name, false)
+			}
+		case "image":
+			if err = d.once(&seen, 1); err == nil {
+				err = d.str(&c.Image, false)
+			}
+		default:
+			err = d.skipUnknown(key, containerKey)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// stringMap decodes labels or annotations: null is a nil map, and a null value is "".
+func (d *reviewDecoder) stringMap(out *map[string]string) error {
+	null, err := d.objectStart()
+	if err != nil {
+		return err
+	}
+	if null {
+		*out = nil
+		return nil
+	}
+	m := make(map[string]string, 8)
+	*out = m
+	for first := true; ; first = false {
+		key, more, err := d.member(first)
+		if err != nil || !more {
+			return err
+		}
+		if _, dup := m[string(key)]; dup {
+			return errSlowPath // encoding/json's last-wins is easy, but rare enough to leave to it
+		}
+		var v string
+		if err := d.str(&v, false); err != nil {
+			return err
+		}
+		m[string(key)] = v
+	}
+}
+
+// once records that the field numbered bit is decoded, sending a second occurrence of
+// the same key to the slow path: encoding/json merges repeated objects and lists in
+// ways not worth copying.
+func (d *reviewDecoder) once(seen *uint64, bit uint) error {
+	if *seen&(1<<bit) != 0 {
+		return errSlowPath
+	}
+	*seen |= 1 << bit
+	return nil
+}
+
+// skipUnknown validates and skips the value of a key the decision does not read.
+func (d *reviewDecoder) skipUnknown(key []byte, known []string) error {
+	for _, k := range known {
+		if len(k) == len(key) && bytes.EqualFold(key, []byte(k)) {
+			return errSlowPath // encoding/json matches keys ignoring case
+		}
+	}
+	return d.skipValue()
+}
+
+// objectStart reads '{' or null. Anything else is a type mismatch for encoding/json
+// to report.
+func (d *reviewDecoder) objectStart() (null bool, err error) {
+	d.ws()
+	switch d.peek() {
+	case '{':
+		d.i++
+		return false, nil
+	case 'n':
+		return true, d.literal("null")
+	}
+	return false, errSlowPath
+}
+
+// member reads the next key of an object and its ':', or the closing '}' (more false).
+// Keys with escapes or non-ASCII bytes go to the slow path: encoding/json folds case
+// over all of Unicode.
+func (d *reviewDecoder) member(first bool) (key []byte, more bool, err error) {
+	d.ws()
+	switch c := d.peek(); {
+	case c == '}':
+		d.i++
+		return nil, false, nil
+	case !first && c == ',':
+		d.i++
+		d.ws()
+	case !first:
+		return nil, false, errSlowPath
+	}
+	if d.peek() != '"' {
+		return nil, false, errSlowPath
+	}
+	start := d.i + 1
+	j := start
+	for j < len(d.b) && plainKeyByte[d.b[j]] {
+		j++
+	}
+	if j >= len(d.b) || d.b[j] != '"' {
+		return nil, false, errSlowPath
+	}
+	key = d.b[start:j]
+	d.i = j + 1
+	d.ws()
+	if d.peek() != ':' {
+		return nil, false, errSlowPath
+	}
+	d.i++
+	return key, true, nil
+}
+
+// str decodes a JSON string into s; null leaves s alone, as in encoding/json. With
+// common set, values that repeat in every review (apiVersion, operation, ...) come
+// from a table instead of a new string.
+func (d *reviewDecoder) str(s *string, common bool) error {
+	d.ws()
+	switch d.peek() {
+	case '"':
+	case 'n':
+		return d.literal("null")
+	default:
+		return errSlowPath
+	}
+	start := d.i
+	j := start + 1
+	for j < len(d.b) && plainStringByte[d.b[j]] {
+		j++
+	}
+	if j < len(d.b) && d.b[j] == '"' {
+		if common {
+			*s = intern(d.b[start+1 : j])
+		} else {
+			*s = string(d.b[start+1 : j])
+		}
+		d.i = j + 1
+		return nil
+	}
+	// Escapes or non-ASCII: find the end, then leave the unquoting (and the
+	// replacement of invalid UTF-8) to encoding/json, the reference.
+	if err := d.skipString(); err != nil {
+		return err
+	}
+	raw := d.b[start:d.i]
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		*s = string(raw[1 : len(raw)-1])
+		return nil
+	}
+	v, err := unquote(raw)
+	if err == nil {
+		*s = v
+	}
+	return err
+}
+
+// unquote leaves a string with escapes or invalid UTF-8 to encoding/json, the
+// reference for both. It is a function of its own so that its result escapes to the
+// heap only on this rare path.
+func unquote(raw []byte) (string, error) {
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err
+}
+
+func intern(b []byte) string {
+	for _, v := range internedValues {
+		if string(b) == v {
+			return v
+		}
+	}
+	return string(b)
+}
+
+func (d *reviewDecoder) strPtr(p **string) error {
+	d.ws()
+	if d.peek() == 'n' {
+		*p = nil
+		return d.literal("null")
+	}
+	s := new(string)
+	if err := d.str(s, true); err != nil {
+		return err
+	}
+	*p = s
+	return nil
+}
+
+func (d *reviewDecoder) boolean(v *bool) error {
+	d.ws()
+	switch d.peek() {
+	case 't':
+		*v = true
+		return d.literal("true")
+	case 'f':
+		*v = false
+		return d.literal("false")
+	case 'n':
+		return d.literal("null")
+	}
+	return errSlowPath
+}
+
+// end accepts only whitespace after the top-level value.
+func (d *reviewDecoder) end() error {
+	d.ws()
+	if d.i != len(d.b) {
+		return errSlowPath
+	}
+	return nil
+}
+
+func (d *reviewDecoder) peek() byte {
+	if d.i < len(d.b) {
+		return d.b[d.i]
+	}
+	return 0
+}
+
+func (d *reviewDecoder) ws() {
+	for d.i < len(d.b) {
+		switch d.b[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+func (d *reviewDecoder) literal(lit string) error {
+	if len(d.b)-d.i < len(lit) || string(d.b[d.i:d.i+len(lit)]) != lit {
+		return errSlowPath
+	}
+	d.i += len(lit)
+	return nil
+}
+
+// skipValue validates one JSON value, as strictly as encoding/json's scanner, and
+// moves past it. It keeps its nesting in a bit stack (1 = object), so a deep document
+// costs no memory.
+func (d *reviewDecoder) skipValue() error {
+	var stack [maxSkipDepth / 64]uint64
+	depth := 0
+	for {
+		// A value is expected here.
+		d.ws()
+		closed := false
+		switch c := d.peek(); {
+		case c == '{':
+			d.i++
+			d.ws()
+			if d.peek() == '}' {
+				d.i++
+				closed = true
+				break
+			}
+			if depth == maxSkipDepth {
+				return errSlowPath
+			}
+			stack[depth/64] |= 1 << (depth % 64)
+			depth++
+			if err := d.objectKey(); err != nil {
+				return err
+			}
+			continue
+		case c == '[':
+			d.i++
+			d.ws()
+			if d.peek() == ']' {
+				d.i++
+				closed = true
+				break
+			}
+			if depth == maxSkipDepth {
+				return errSlowPath
+			}
+			stack[depth/64] &^= 1 << (depth % 64)
+			depth++
+			continue
+		case c == '"':
+			if err := d.skipString(); err != nil {
+				return err
+			}
+		case c == 't':
+			if err := d.literal("true"); err != nil {
+				return err
+			}
+		case c == 'f':
+			if err := d.literal("false"); err != nil {
+				return err
+			}
+		case c == 'n':
+			if err := d.literal("null"); err != nil {
+				return err
+			}
+		case c == '-' || (c >= '0' && c <= '9'):
+			if err := d.skipNumber(); err != nil {
+				return err
+			}
+		default:
+			return errSlowPath
+		}
+		_ = closed
+		// A value ended: close containers until one continues with ','.
+		for {
+			if depth == 0 {
+				return nil
+			}
+			d.ws()
+			inObject := stack[(depth-1)/64]&(1<<((depth-1)%64)) != 0
+			c := d.peek()
+			if c == ',' {
+				d.i++
+				if inObject {
+					d.ws()
+					if err := d.objectKey(); err != nil {
+						return err
+					}
+				}
+				break
+			}
+			if (inObject && c == '}') || (!inObject && c == ']') {
+				d.i++
+				depth--
+				continue
+			}
+			return errSlowPath
+		}
+	}
+}
+
+// objectKey skips a key and its ':'.
+func (d *reviewDecoder) objectKey() error {
+	if d.peek() != '"' {
+		return errSlowPath
+	}
+	if err := d.skipString(); err != nil {
+		return err
+	}
+	d.ws()
+	if d.peek() != ':' {
+		return errSlowPath
+	}
+	d.i++
+	return nil
+}
+
+// skipString moves past a string starting at d.i, checking its escapes and rejecting
+// control characters as encoding/json does. Like encoding/json, it accepts any other
+// byte, valid UTF-8 or not.
+func (d *reviewDecoder) skipString() error {
+	b := d.b
+	j := d.i + 1
+	for {
+		for j < len(b) && plainStringByte[b[j]] && b[j] < utf8.RuneSelf {
+			j++
+		}
+		for j < len(b) && b[j] >= utf8.RuneSelf {
+			j++
+		}
+		if j >= len(b) {
+			return errSlowPath
+		}
+		switch c := b[j]; {
+		case c == '"':
+			d.i = j + 1
+			return nil
+		case c == '\\':
+			if j+1 >= len(b) {
+				return errSlowPath
+			}
+			switch b[j+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				j += 2
+			case 'u':
+				if j+6 > len(b) {
+					return errSlowPath
+				}
+				for _, h := range b[j+2 : j+6] {
+					if !isHex(h) {
+						return errSlowPath
+					}
+				}
+				j += 6
+			default:
+				return errSlowPath
+			}
+		case c < 0x20:
+			return errSlowPath
+		}
+	}
+}
+
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
+
+// skipNumber moves past a number in JSON's grammar:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func (d *reviewDecoder) skipNumber() error {
+	b, j := d.b, d.i
+	if j < len(b) && b[j] == '-' {
+		j++
+	}
+	switch {
+	case j < len(b) && b[j] == '0':
+		j++
+	case j < len(b) && b[j] >= '1' && b[j] <= '9':
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+	default:
+		return errSlowPath
+	}
+	if j < len(b) && b[j] == '.' {
+		j++
+		if j >= len(b) || b[j] < '0' || b[j] > '9' {
+			return errSlowPath
+		}
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+	}
+	if j < len(b) && (b[j] == 'e' || b[j] == 'E') {
+		j++
+		if j < len(b) && (b[j] == '+' || b[j] == '-') {
+			j++
+		}
+		if j >= len(b) || b[j] < '0' || b[j] > '9' {
+			return errSlowPath
+		}
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+	}
+	d.i = j
+	return nil
+}
+
+// plainStringByte marks the ASCII bytes a string holds as they are: not a quote, a
+// backslash or a control character. plainKeyByte is the same for keys.
+var plainStringByte, plainKeyByte = func() (s, k [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		if c != '"' && c != '\\' {
+			s[c], k[c] = true, true
+		}
+	}
+	return s, k
+}()
