@@ -2,8 +2,10 @@ package webhook
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math/bits"
 	"slices"
 	"unicode/utf8"
 
@@ -473,14 +475,16 @@ func (d *reviewDecoder) member(first bool) (key []byte, more bool, err error) {
 		return nil, false, errSlowPath
 	}
 	start := d.i + 1
-	j := start
-	for j < len(d.b) && plainKeyByte[d.b[j]] {
-		j++
-	}
+	j := plainRun(d.b, start)
 	if j >= len(d.b) || d.b[j] != '"' {
 		return nil, false, errSlowPath
 	}
 	key = d.b[start:j]
+	for _, c := range key {
+		if c >= utf8.RuneSelf {
+			return nil, false, errSlowPath
+		}
+	}
 	d.i = j + 1
 	d.ws()
 	if d.peek() != ':' {
@@ -503,11 +507,8 @@ func (d *reviewDecoder) str(s *string, common bool) error {
 		return errSlowPath
 	}
 	start := d.i
-	j := start + 1
-	for j < len(d.b) && plainStringByte[d.b[j]] {
-		j++
-	}
-	if j < len(d.b) && d.b[j] == '"' {
+	j := plainRun(d.b, start+1)
+	if j < len(d.b) && d.b[j] == '"' && ascii(d.b[start+1:j]) {
 		if common {
 			*s = intern(d.b[start+1 : j])
 		} else {
@@ -518,10 +519,12 @@ func (d *reviewDecoder) str(s *string, common bool) error {
 	}
 	// Escapes or non-ASCII: find the end, then leave the unquoting (and the
 	// replacement of invalid UTF-8) to encoding/json, the reference.
-	if err := d.skipString(); err != nil {
-		return err
+	end, ok := skipString(d.b, start)
+	if !ok {
+		return errSlowPath
 	}
-	raw := d.b[start:d.i]
+	d.i = end
+	raw := d.b[start:end]
 	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
 		*s = string(raw[1 : len(raw)-1])
 		return nil
@@ -616,159 +619,209 @@ func (d *reviewDecoder) literal(lit string) error {
 }
 
 // skipValue validates one JSON value, as strictly as encoding/json's scanner, and
-// moves past it. It keeps its nesting in a bit stack (1 = object), so a deep document
-// costs no memory.
+// moves past it.
 func (d *reviewDecoder) skipValue() error {
+	i, ok := skipValue(d.b, d.i)
+	if !ok {
+		return errSlowPath
+	}
+	d.i = i
+	return nil
+}
+
+// skipValue returns the position after the JSON value at b[i:], or false when it is
+// not valid JSON. It keeps its nesting in a bit stack (1 = object), so a deep document
+// costs no memory, and works on local positions: this loop is where the decoder spends
+// most of its time.
+func skipValue(b []byte, i int) (int, bool) {
 	var stack [maxSkipDepth / 64]uint64
 	depth := 0
+	ok := true
 	for {
 		// A value is expected here.
-		d.ws()
-		closed := false
-		switch c := d.peek(); {
+		i = skipWS(b, i)
+		if i >= len(b) {
+			return i, false
+		}
+		switch c := b[i]; {
+		case c == '"':
+			i, ok = skipString(b, i)
 		case c == '{':
-			d.i++
-			d.ws()
-			if d.peek() == '}' {
-				d.i++
-				closed = true
+			i = skipWS(b, i+1)
+			if i < len(b) && b[i] == '}' {
+				i++
 				break
 			}
 			if depth == maxSkipDepth {
-				return errSlowPath
+				return i, false
 			}
 			stack[depth/64] |= 1 << (depth % 64)
 			depth++
-			if err := d.objectKey(); err != nil {
-				return err
+			if i, ok = skipKey(b, i); !ok {
+				return i, false
 			}
 			continue
 		case c == '[':
-			d.i++
-			d.ws()
-			if d.peek() == ']' {
-				d.i++
-				closed = true
+			i = skipWS(b, i+1)
+			if i < len(b) && b[i] == ']' {
+				i++
 				break
 			}
 			if depth == maxSkipDepth {
-				return errSlowPath
+				return i, false
 			}
 			stack[depth/64] &^= 1 << (depth % 64)
 			depth++
 			continue
-		case c == '"':
-			if err := d.skipString(); err != nil {
-				return err
-			}
-		case c == 't':
-			if err := d.literal("true"); err != nil {
-				return err
-			}
-		case c == 'f':
-			if err := d.literal("false"); err != nil {
-				return err
-			}
-		case c == 'n':
-			if err := d.literal("null"); err != nil {
-				return err
-			}
 		case c == '-' || (c >= '0' && c <= '9'):
-			if err := d.skipNumber(); err != nil {
-				return err
-			}
+			i, ok = skipNumber(b, i)
+		case c == 't':
+			i, ok = skipLiteral(b, i, "true")
+		case c == 'f':
+			i, ok = skipLiteral(b, i, "false")
+		case c == 'n':
+			i, ok = skipLiteral(b, i, "null")
 		default:
-			return errSlowPath
+			return i, false
 		}
-		_ = closed
+		if !ok {
+			return i, false
+		}
 		// A value ended: close containers until one continues with ','.
 		for {
 			if depth == 0 {
-				return nil
+				return i, true
 			}
-			d.ws()
+			i = skipWS(b, i)
+			if i >= len(b) {
+				return i, false
+			}
 			inObject := stack[(depth-1)/64]&(1<<((depth-1)%64)) != 0
-			c := d.peek()
+			c := b[i]
 			if c == ',' {
-				d.i++
 				if inObject {
-					d.ws()
-					if err := d.objectKey(); err != nil {
-						return err
+					if i, ok = skipKey(b, skipWS(b, i+1)); !ok {
+						return i, false
 					}
+				} else {
+					i++
 				}
 				break
 			}
 			if (inObject && c == '}') || (!inObject && c == ']') {
-				d.i++
+				i++
 				depth--
 				continue
 			}
-			return errSlowPath
+			return i, false
 		}
 	}
 }
 
-// objectKey skips a key and its ':'.
-func (d *reviewDecoder) objectKey() error {
-	if d.peek() != '"' {
-		return errSlowPath
+// skipKey moves past an object key at b[i] and its ':'.
+func skipKey(b []byte, i int) (int, bool) {
+	if i >= len(b) || b[i] != '"' {
+		return i, false
 	}
-	if err := d.skipString(); err != nil {
-		return err
+	i, ok := skipString(b, i)
+	if !ok {
+		return i, false
 	}
-	d.ws()
-	if d.peek() != ':' {
-		return errSlowPath
+	i = skipWS(b, i)
+	if i >= len(b) || b[i] != ':' {
+		return i, false
 	}
-	d.i++
-	return nil
+	return i + 1, true
 }
 
-// skipString moves past a string starting at d.i, checking its escapes and rejecting
-// control characters as encoding/json does. Like encoding/json, it accepts any other
-// byte, valid UTF-8 or not.
-func (d *reviewDecoder) skipString() error {
-	b := d.b
-	j := d.i + 1
+func skipWS(b []byte, i int) int {
+	for i < len(b) && b[i] <= ' ' && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+func skipLiteral(b []byte, i int, lit string) (int, bool) {
+	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
+		return i, false
+	}
+	return i + len(lit), true
+}
+
+// skipString moves past the string whose opening quote is at b[i], checking its
+// escapes and rejecting control characters as encoding/json does. Like encoding/json,
+// it accepts any other byte, valid UTF-8 or not.
+func skipString(b []byte, i int) (int, bool) {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	j := i + 1
 	for {
-		for j < len(b) && plainStringByte[b[j]] && b[j] < utf8.RuneSelf {
-			j++
+		// plainRun, inlined by hand: most strings end within the first eight bytes.
+		for j+8 <= len(b) {
+			x := binary.LittleEndian.Uint64(b[j:])
+			q := x ^ (lo * '"')
+			s := x ^ (lo * '\\')
+			if m := (((x - lo*0x20) &^ x) | ((q - lo) &^ q) | ((s - lo) &^ s)) & hi; m != 0 {
+				j += bits.TrailingZeros64(m) / 8
+				break
+			}
+			j += 8
 		}
-		for j < len(b) && b[j] >= utf8.RuneSelf {
+		for j < len(b) && (b[j] >= 0x80 || plainStringByte[b[j]]) {
 			j++
 		}
 		if j >= len(b) {
-			return errSlowPath
+			return j, false
 		}
-		switch c := b[j]; {
-		case c == '"':
-			d.i = j + 1
-			return nil
-		case c == '\\':
+		switch b[j] {
+		case '"':
+			return j + 1, true
+		case '\\':
 			if j+1 >= len(b) {
-				return errSlowPath
+				return j, false
 			}
 			switch b[j+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				j += 2
 			case 'u':
 				if j+6 > len(b) {
-					return errSlowPath
+					return j, false
 				}
 				for _, h := range b[j+2 : j+6] {
 					if !isHex(h) {
-						return errSlowPath
+						return j, false
 					}
 				}
 				j += 6
 			default:
-				return errSlowPath
+				return j, false
 			}
-		case c < 0x20:
-			return errSlowPath
+		default: // a control character
+			return j, false
 		}
 	}
+}
+
+// plainRun returns the position of the first '"', '\\' or control character in b[j:],
+// or len(b). It tests eight bytes at a time: with L = 0x01 in every byte and H = 0x80,
+// (x - n*L) &^ x & H flags the bytes of x below n, and (y - L) &^ y & H with
+// y = x ^ c*L the bytes equal to c; a flag can be spurious only above a true one, so
+// the lowest flag is exact.
+func plainRun(b []byte, j int) int {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for j+8 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[j:])
+		q := x ^ (lo * '"')
+		s := x ^ (lo * '\\')
+		m := ((x - lo*0x20) &^ x) | ((q - lo) &^ q) | ((s - lo) &^ s)
+		if m &= hi; m != 0 {
+			return j + bits.TrailingZeros64(m)/8
+		}
+		j += 8
+	}
+	for j < len(b) && (b[j] >= 0x80 || plainStringByte[b[j]]) {
+		j++
+	}
+	return j
 }
 
 func isHex(c byte) bool {
@@ -777,8 +830,7 @@ func isHex(c byte) bool {
 
 // skipNumber moves past a number in JSON's grammar:
 // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-func (d *reviewDecoder) skipNumber() error {
-	b, j := d.b, d.i
+func skipNumber(b []byte, j int) (int, bool) {
 	if j < len(b) && b[j] == '-' {
 		j++
 	}
@@ -786,20 +838,16 @@ func (d *reviewDecoder) skipNumber() error {
 	case j < len(b) && b[j] == '0':
 		j++
 	case j < len(b) && b[j] >= '1' && b[j] <= '9':
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			j++
-		}
+		j = digits(b, j)
 	default:
-		return errSlowPath
+		return j, false
 	}
 	if j < len(b) && b[j] == '.' {
 		j++
 		if j >= len(b) || b[j] < '0' || b[j] > '9' {
-			return errSlowPath
+			return j, false
 		}
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			j++
-		}
+		j = digits(b, j)
 	}
 	if j < len(b) && (b[j] == 'e' || b[j] == 'E') {
 		j++
@@ -807,23 +855,36 @@ func (d *reviewDecoder) skipNumber() error {
 			j++
 		}
 		if j >= len(b) || b[j] < '0' || b[j] > '9' {
-			return errSlowPath
+			return j, false
 		}
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			j++
-		}
+		j = digits(b, j)
 	}
-	d.i = j
-	return nil
+	return j, true
+}
+
+func digits(b []byte, j int) int {
+	for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+		j++
+	}
+	return j
 }
 
 // plainStringByte marks the ASCII bytes a string holds as they are: not a quote, a
-// backslash or a control character. plainKeyByte is the same for keys.
-var plainStringByte, plainKeyByte = func() (s, k [256]bool) {
+// backslash or a control character.
+var plainStringByte = func() (s [256]bool) {
 	for c := 0x20; c < utf8.RuneSelf; c++ {
 		if c != '"' && c != '\\' {
-			s[c], k[c] = true, true
+			s[c] = true
 		}
 	}
-	return s, k
+	return s
 }()
+
+func ascii(b []byte) bool {
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
