@@ -35,15 +35,29 @@ type env struct {
 }
 
 func startEnv(ctx context.Context, logf func(string, ...any)) (*env, error) {
-	manifests, err := harness.ManifestsDir()
-	if err != nil {
-		return nil, err
-	}
 	logf("starting etcd, kube-apiserver and kube-controller-manager")
 	startCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	cp, err := harness.Start(startCtx, harness.Options{})
 	if err != nil {
+		return nil, err
+	}
+	e, err := newEnv(ctx, cp, logf)
+	if err != nil {
+		_ = cp.Stop()
+		return nil, err
+	}
+	return e, nil
+}
+
+// newEnv prepares a running control plane: isolator's namespace, where the policy
+// ConfigMaps go.
+func newEnv(ctx context.Context, cp *harness.ControlPlane, logf func(string, ...any)) (*env, error) {
+	manifests, err := harness.ManifestsDir()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cp.CreateNamespace(ctx, harness.IsolatorNamespace, nil); err != nil {
 		return nil, err
 	}
 	return &env{cp: cp, manifests: manifests, logf: logf}, nil
