@@ -23,7 +23,7 @@ export PATH := $(TOOLS_BIN):$(PATH)
 export ISOLATOR_TOOLS_BIN := $(TOOLS_BIN)
 export ISOLATOR_BIN := $(BIN)/isolator
 
-.PHONY: all build test unit e2e bench lint fuzz tools demo etcd-install image clean help
+.PHONY: all build test unit e2e bench perf lint fuzz tools demo etcd-install image clean help
 
 all: build
 
@@ -51,6 +51,12 @@ bench: $(TOOLS_BIN)/benchstat ## Benchmarks, printed as a benchstat table (BENCH
 	@mkdir -p $(BIN)
 	$(GO) test -run '^$$' -bench "$(BENCH)" -benchmem -count $(BENCHCOUNT) $(BENCHPKGS) > $(BIN)/bench.txt
 	$(TOOLS_BIN)/benchstat $(BIN)/bench.txt
+
+# The load measurements of docs/performance.md, each on its own control plane; the JSON
+# report lands in bin/perf.json. PERFFLAGS passes flags (go run ./e2e/perf all -h).
+PERFFLAGS ?=
+perf: build tools ## Load measurements: direct HTTPS, through the apiserver vs a MutatingAdmissionPolicy, memory, propagation
+	$(GO) run ./e2e/perf all -o $(BIN)/perf.json $(PERFFLAGS)
 
 $(TOOLS_BIN)/benchstat:
 	@mkdir -p $(TOOLS_BIN)
