@@ -119,6 +119,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&o.memory.Rules, "rules", 1000, "rules in the generated policy ConfigMap")
 		fs.BoolVar(&o.memory.Backstop, "backstop", true, "run the webhook with its backstop, as installed by default")
 		fs.DurationVar(&o.memory.Load, "load", 5*time.Second, "review load before reading the RSS")
+		fs.StringVar(&o.memory.GoMemLimit, "gomemlimit", "", "GOMEMLIMIT for the webhook, e.g. 40MiB; empty runs it as the manifests do")
 	}
 	switch mode {
 	case "propagation", "all":
@@ -269,8 +270,12 @@ func summary(rep *Report, w io.Writer) {
 		}
 	}
 	if m := rep.Memory; m != nil {
-		p("\nMemory: %d namespaces, %d rules, backstop %v: RSS %.1f MiB, peak %.1f MiB (Go heap in use %.1f MiB, Go sys %.1f MiB; ready in %.1fs)",
-			m.Namespaces, m.Rules, m.Backstop, m.RSSMiB, m.PeakRSSMiB, m.HeapInuseMiB, m.GoSysMiB, m.ReadySeconds)
+		limit := m.GoMemLimit
+		if limit == "" {
+			limit = "unset"
+		}
+		p("\nMemory: %d namespaces, %d rules, backstop %v, GOMEMLIMIT %s: RSS %.1f MiB (%.1f MiB anonymous), peak %.1f MiB; Go heap in use %.1f MiB, Go sys %.1f MiB; ready in %.1fs",
+			m.Namespaces, m.Rules, m.Backstop, limit, m.RSSMiB, m.AnonMiB, m.PeakRSSMiB, m.HeapInuseMiB, m.GoSysMiB, m.ReadySeconds)
 	}
 	if pr := rep.Propagation; pr != nil {
 		p("\nPolicy propagation to %d replicas over %d updates: p50 %.1f ms, max %.1f ms (target <= 1000 ms)", pr.Replicas, len(pr.Updates), pr.P50AllMs, pr.MaxAllMs)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -26,6 +27,9 @@ type MemoryOptions struct {
 	// Load is how long to send reviews before reading the RSS, so that serving
 	// buffers count too.
 	Load time.Duration
+	// GoMemLimit, when set, is the webhook's GOMEMLIMIT (e.g. "40MiB"), as a
+	// Deployment would set it.
+	GoMemLimit string
 }
 
 // MemoryResult is the webhook's memory with the namespaces and rules loaded.
@@ -33,11 +37,14 @@ type MemoryResult struct {
 	Namespaces int     `json:"namespaces"`
 	Rules      int     `json:"rules"`
 	Backstop   bool    `json:"backstop"`
+	GoMemLimit string  `json:"goMemLimit,omitempty"`
 	RSSMiB     float64 `json:"rssMiB"`
 	PeakRSSMiB float64 `json:"peakRSSMiB"`
 	// HeapInuseMiB and GoSysMiB are the Go runtime's own view (go_memstats_*).
 	HeapInuseMiB float64 `json:"heapInuseMiB"`
 	GoSysMiB     float64 `json:"goSysMiB"`
+	// AnonMiB is the RSS without the binary's file pages (RssAnon).
+	AnonMiB float64 `json:"anonMiB"`
 	// ReadySeconds is from the process start to /readyz and every rule loaded.
 	ReadySeconds float64 `json:"readySeconds"`
 	LoadAverage  string  `json:"loadAverage"`
@@ -68,8 +75,17 @@ func runMemory(ctx context.Context, e *env, opts MemoryOptions) (*MemoryResult, 
 	defer e.deleteConfigMap(context.WithoutCancel(ctx), cm.Name)
 	e.logf("memory: starting the webhook with %d rules (%d bytes of policy), backstop %v", opts.Rules, len(cm.Data[policy.ConfigMapKey]), opts.Backstop)
 	start := time.Now()
+	if opts.GoMemLimit != "" {
+		// The webhook inherits this process's environment when it starts.
+		if err := os.Setenv("GOMEMLIMIT", opts.GoMemLimit); err != nil {
+			return nil, err
+		}
+	}
 	iso, err := e.cp.StartIsolator(ctx, harness.IsolatorOptions{Name: "isolator-memory",
 		Args: []string{"--backstop=" + strconv.FormatBool(opts.Backstop)}})
+	if opts.GoMemLimit != "" {
+		_ = os.Unsetenv("GOMEMLIMIT")
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +93,7 @@ func runMemory(ctx context.Context, e *env, opts MemoryOptions) (*MemoryResult, 
 	if err := waitRules(ctx, iso, opts.Rules, 5*time.Minute); err != nil {
 		return nil, err
 	}
-	res := &MemoryResult{Namespaces: opts.Namespaces, Rules: opts.Rules, Backstop: opts.Backstop,
+	res := &MemoryResult{Namespaces: opts.Namespaces, Rules: opts.Rules, Backstop: opts.Backstop, GoMemLimit: opts.GoMemLimit,
 		ReadySeconds: time.Since(start).Seconds()}
 	if opts.Load > 0 {
 		if _, err := runDirect(ctx, DirectOptions{URL: iso.URL, CA: iso.CABundle, Namespace: "perf-memory", WantClass: "runc-rc",
@@ -89,7 +105,7 @@ func runMemory(ctx context.Context, e *env, opts MemoryOptions) (*MemoryResult, 
 	if err != nil {
 		return nil, err
 	}
-	res.RSSMiB, res.PeakRSSMiB = float64(st.rss)/(1<<20), float64(st.peak)/(1<<20)
+	res.RSSMiB, res.PeakRSSMiB, res.AnonMiB = float64(st.rss)/(1<<20), float64(st.peak)/(1<<20), float64(st.anon)/(1<<20)
 	if s, err := scrape(ctx, iso); err == nil {
 		res.HeapInuseMiB = s["go_memstats_heap_inuse_bytes"] / (1 << 20)
 		res.GoSysMiB = s["go_memstats_sys_bytes"] / (1 << 20)

@@ -241,6 +241,7 @@ func waitRules(ctx context.Context, iso *harness.Isolator, want int, timeout tim
 type procStat struct {
 	cpu       time.Duration // user + system
 	rss, peak int64         // bytes: VmRSS, VmHWM
+	anon      int64         // bytes: RssAnon, the RSS less file-backed pages
 }
 
 // clockTicks is USER_HZ, which /proc/<pid>/stat counts CPU time in: 100 on every
@@ -285,6 +286,8 @@ func readProc(pid int) (procStat, error) {
 			st.rss = kb << 10
 		case "VmHWM":
 			st.peak = kb << 10
+		case "RssAnon":
+			st.anon = kb << 10
 		}
 	}
 	return st, sc.Err()
