@@ -95,7 +95,7 @@ func (e *env) startComparisonWebhook(ctx context.Context, name string) (*harness
 		return nil, nil, err
 	}
 	e.logf("starting %s", name)
-	iso, err := e.cp.StartIsolator(ctx, harness.IsolatorOptions{Name: name, Args: []string{"--backstop=false"}})
+	iso, err := e.startIsolator(ctx, harness.IsolatorOptions{Name: name, Args: []string{"--backstop=false"}})
 	if err != nil {
 		return nil, nil, err
 	}

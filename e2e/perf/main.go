@@ -46,6 +46,7 @@ type Report struct {
 	Date        string             `json:"date"`
 	Command     string             `json:"command"`
 	Machine     Machine            `json:"machine"`
+	WebhookEnv  []string           `json:"webhookEnv,omitempty"`
 	Direct      *DirectResult      `json:"direct,omitempty"`
 	APIServer   *APIServerResult   `json:"apiserver,omitempty"`
 	Memory      *MemoryResult      `json:"memory,omitempty"`
@@ -134,6 +135,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unknown mode %q", mode)
 	}
 	fs.StringVar(&o.output, "o", "", "also write the JSON report to this file")
+	var webhookEnv string
+	fs.StringVar(&webhookEnv, "webhook-env", "", "comma-separated KEY=VALUE added to each webhook's environment, e.g. GOMEMLIMIT=40MiB,GOGC=200")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -164,6 +167,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--ca: %w", err)
 		}
 	}
+	var envVars []string
+	for _, kv := range strings.Split(webhookEnv, ",") {
+		if kv == "" {
+			continue
+		}
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fmt.Errorf("--webhook-env: %q is not KEY=VALUE", kv)
+		}
+		envVars = append(envVars, kv)
+	}
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(stderr, "%s %s\n", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
 	}
@@ -178,6 +191,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer func() { _ = e.cp.Stop() }()
+		e.webhookEnv = envVars
+		rep.WebhookEnv = envVars
 		if err := measure(ctx, e, mode, o, rep); err != nil {
 			return err
 		}
@@ -250,6 +265,9 @@ func summary(rep *Report, w io.Writer) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("\n%s  %d CPUs (%s), load average %s, %s", rep.Date, rep.Machine.CPUs, rep.Machine.CPUModel, rep.Machine.LoadAverage, rep.Machine.GoVersion)
 	p("%s", rep.Command)
+	if len(rep.WebhookEnv) > 0 {
+		p("webhook environment: %s", strings.Join(rep.WebhookEnv, " "))
+	}
 	if d := rep.Direct; d != nil {
 		p("\nDirect HTTPS load (%d-byte AdmissionReview of a 10-container pod)", d.ReviewBytes)
 		p("%-9s %5s %9s %8s %8s %8s %7s %10s %9s %9s  %s", "protocol", "conc", "reviews/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "wh CPU s", "µs/review", "peak RSS", "load avg")

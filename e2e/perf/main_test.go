@@ -25,6 +25,7 @@ func TestRunRejectsBadArguments(t *testing.T) {
 		{"bad protocol", []string{"direct", "-protocols", "h3"}, `--protocols: "h3" is neither h2 nor http/1.1`},
 		{"bad reinvocation", []string{"apiserver", "-reinvocation", "Always"}, `--reinvocation: "Always" is neither IfNeeded nor Never`},
 		{"flag of another mode", []string{"memory", "-pods", "3"}, "flag provided but not defined: -pods"},
+		{"bad webhook env", []string{"memory", "-webhook-env", "GOGC"}, `--webhook-env: "GOGC" is not KEY=VALUE`},
 		{"missing CA file", []string{"direct", "-url", "https://127.0.0.1:1", "-ca", "/nonexistent/ca.crt"}, "--ca: open /nonexistent/ca.crt"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

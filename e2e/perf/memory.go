@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -75,17 +74,12 @@ func runMemory(ctx context.Context, e *env, opts MemoryOptions) (*MemoryResult, 
 	defer e.deleteConfigMap(context.WithoutCancel(ctx), cm.Name)
 	e.logf("memory: starting the webhook with %d rules (%d bytes of policy), backstop %v", opts.Rules, len(cm.Data[policy.ConfigMapKey]), opts.Backstop)
 	start := time.Now()
+	var extra []string
 	if opts.GoMemLimit != "" {
-		// The webhook inherits this process's environment when it starts.
-		if err := os.Setenv("GOMEMLIMIT", opts.GoMemLimit); err != nil {
-			return nil, err
-		}
+		extra = append(extra, "GOMEMLIMIT="+opts.GoMemLimit)
 	}
-	iso, err := e.cp.StartIsolator(ctx, harness.IsolatorOptions{Name: "isolator-memory",
-		Args: []string{"--backstop=" + strconv.FormatBool(opts.Backstop)}})
-	if opts.GoMemLimit != "" {
-		_ = os.Unsetenv("GOMEMLIMIT")
-	}
+	iso, err := e.startIsolator(ctx, harness.IsolatorOptions{Name: "isolator-memory",
+		Args: []string{"--backstop=" + strconv.FormatBool(opts.Backstop)}}, extra...)
 	if err != nil {
 		return nil, err
 	}

@@ -66,7 +66,7 @@ func runPropagation(ctx context.Context, e *env, opts PropagationOptions) (*Prop
 	for i := range opts.Replicas {
 		name := "isolator-replica-" + strconv.Itoa(i+1)
 		e.logf("propagation: starting %s", name)
-		iso, err := e.cp.StartIsolator(ctx, harness.IsolatorOptions{Name: name, Args: []string{"--backstop=false"}})
+		iso, err := e.startIsolator(ctx, harness.IsolatorOptions{Name: name, Args: []string{"--backstop=false"}})
 		if err != nil {
 			return nil, err
 		}

@@ -32,6 +32,9 @@ type env struct {
 	manifests string
 	// logf reports progress (to stderr in the tool, to t.Logf in tests).
 	logf func(format string, args ...any)
+	// webhookEnv is added to each webhook's environment (KEY=VALUE), e.g. Go runtime
+	// settings such as GOMEMLIMIT that a Deployment would set.
+	webhookEnv []string
 }
 
 func startEnv(ctx context.Context, logf func(string, ...any)) (*env, error) {
@@ -335,4 +338,26 @@ func selfCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// startIsolator starts a webhook with e.webhookEnv and extra (KEY=VALUE) in its
+// environment. The harness passes this process's environment on to what it starts,
+// so the variables are set for the moment of the start.
+func (e *env) startIsolator(ctx context.Context, opts harness.IsolatorOptions, extra ...string) (*harness.Isolator, error) {
+	vars := append(append([]string(nil), e.webhookEnv...), extra...)
+	for _, kv := range vars {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("webhook environment %q is not KEY=VALUE", kv)
+		}
+		if old, had := os.LookupEnv(k); had {
+			defer func() { _ = os.Setenv(k, old) }()
+		} else {
+			defer func() { _ = os.Unsetenv(k) }()
+		}
+		if err := os.Setenv(k, v); err != nil {
+			return nil, err
+		}
+	}
+	return e.cp.StartIsolator(ctx, opts)
 }
