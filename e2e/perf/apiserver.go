@@ -59,7 +59,14 @@ type APIServerRun struct {
 	// WebhookCallsPerPod counts the calls isolator answered per pod it mutated: 2 when
 	// the apiserver reinvokes it after the RuntimeClass plugin changed the pod.
 	WebhookCallsPerPod float64 `json:"webhookCallsPerPod"`
-	LoadAverage        string  `json:"loadAverage"`
+	// Where the time goes, as means per call from the apiserver's and the webhook's
+	// own histograms: the apiserver's call of isolator (encoding the review, the
+	// round trip, reading the answer), isolator's handler as the webhook server timed
+	// it, and the apiserver's evaluation of the MutatingAdmissionPolicy.
+	APIServerWebhookCallMs float64 `json:"apiserverWebhookCallMs"`
+	WebhookHandlerMs       float64 `json:"webhookHandlerMs"`
+	MAPEvaluationMs        float64 `json:"mapEvaluationMs"`
+	LoadAverage            string  `json:"loadAverage"`
 }
 
 // APIServerResult is the whole comparison.
@@ -257,6 +264,10 @@ func comparePods(ctx context.Context, e *env, iso *harness.Isolator, opts APISer
 	if err != nil {
 		return nil, err
 	}
+	apiBefore, err := scrapeAPIServer(ctx, e)
+	if err != nil {
+		return nil, err
+	}
 	lat := map[string][]time.Duration{}
 	order := append([]string(nil), setups...)
 	for range opts.Pods {
@@ -273,11 +284,19 @@ func comparePods(ctx context.Context, e *env, iso *harness.Isolator, opts APISer
 	if err != nil {
 		return nil, err
 	}
+	apiAfter, err := scrapeAPIServer(ctx, e)
+	if err != nil {
+		return nil, err
+	}
 	calls := func(m map[string]float64) float64 {
 		return sumMetric(m, "controller_runtime_webhook_requests_total", `webhook="`+webhook.MutatePath+`"`)
 	}
 	run := &APIServerRun{Reinvocation: rp, LoadAverage: loadAverage(),
-		WebhookCallsPerPod: (calls(after) - calls(before)) / float64(opts.Pods)}
+		WebhookCallsPerPod:     (calls(after) - calls(before)) / float64(opts.Pods),
+		APIServerWebhookCallMs: meanMs(apiBefore, apiAfter, "apiserver_admission_webhook_admission_duration_seconds", `name="pods.isolator.dev"`, `type="admit"`),
+		WebhookHandlerMs:       meanMs(before, after, "controller_runtime_webhook_latency_seconds", `webhook="`+webhook.MutatePath+`"`),
+		MAPEvaluationMs:        meanMs(apiBefore, apiAfter, "apiserver_mutating_admission_policy_check_duration_seconds", `policy="perf-sandbox"`),
+	}
 	var base SetupLatency
 	for _, s := range setups {
 		d := lat[s]
@@ -361,4 +380,22 @@ func establishedTo(port string) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// scrapeAPIServer reads the apiserver's /metrics.
+func scrapeAPIServer(ctx context.Context, e *env) (map[string]float64, error) {
+	b, err := e.cp.Client().CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the apiserver's metrics: %w", err)
+	}
+	return parseSamples(string(b)), nil
+}
+
+// meanMs is the mean of a histogram's observations between two scrapes, in ms.
+func meanMs(before, after map[string]float64, name string, labels ...string) float64 {
+	n := sumMetric(after, name+"_count", labels...) - sumMetric(before, name+"_count", labels...)
+	if n <= 0 {
+		return 0
+	}
+	return (sumMetric(after, name+"_sum", labels...) - sumMetric(before, name+"_sum", labels...)) / n * 1000
 }

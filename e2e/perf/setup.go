@@ -196,6 +196,11 @@ func scrape(ctx context.Context, iso *harness.Isolator) (map[string]float64, err
 	if err != nil {
 		return nil, err
 	}
+	return parseSamples(text), nil
+}
+
+// parseSamples reads a Prometheus text exposition into name{labels} -> value.
+func parseSamples(text string) map[string]float64 {
 	out := map[string]float64{}
 	for _, line := range strings.Split(text, "\n") {
 		if m := sampleLine.FindStringSubmatch(line); m != nil {
@@ -204,7 +209,7 @@ func scrape(ctx context.Context, iso *harness.Isolator) (map[string]float64, err
 			}
 		}
 	}
-	return out, nil
+	return out
 }
 
 // sumMetric adds up every series of a metric whose labels contain all of the given
