@@ -62,9 +62,12 @@ type APIServerRun struct {
 	// Where the time goes, as means per call from the apiserver's and the webhook's
 	// own histograms: the apiserver's call of isolator (encoding the review, the
 	// round trip, reading the answer), isolator's handler as the webhook server timed
-	// it, and the apiserver's evaluation of the MutatingAdmissionPolicy.
+	// it (from the request's headers to the answer, so with the wait for the body),
+	// isolator's decision itself (isolator_admission_decision_duration_seconds), and
+	// the apiserver's evaluation of the MutatingAdmissionPolicy.
 	APIServerWebhookCallMs float64 `json:"apiserverWebhookCallMs"`
 	WebhookHandlerMs       float64 `json:"webhookHandlerMs"`
+	WebhookDecisionMs      float64 `json:"webhookDecisionMs"`
 	MAPEvaluationMs        float64 `json:"mapEvaluationMs"`
 	LoadAverage            string  `json:"loadAverage"`
 }
@@ -295,6 +298,7 @@ func comparePods(ctx context.Context, e *env, iso *harness.Isolator, opts APISer
 		WebhookCallsPerPod:     (calls(after) - calls(before)) / float64(opts.Pods),
 		APIServerWebhookCallMs: meanMs(apiBefore, apiAfter, "apiserver_admission_webhook_admission_duration_seconds", `name="pods.isolator.dev"`, `type="admit"`),
 		WebhookHandlerMs:       meanMs(before, after, "controller_runtime_webhook_latency_seconds", `webhook="`+webhook.MutatePath+`"`),
+		WebhookDecisionMs:      meanMs(before, after, "isolator_admission_decision_duration_seconds"),
 		MAPEvaluationMs:        meanMs(apiBefore, apiAfter, "apiserver_mutating_admission_policy_check_duration_seconds", `policy="perf-sandbox"`),
 	}
 	var base SetupLatency

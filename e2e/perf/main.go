@@ -280,8 +280,8 @@ func summary(rep *Report, w io.Writer) {
 		p("\nPod create through kube-apiserver (webhook over %s, %d connection(s); isolator backstop %v)", a.WebhookProtocol, a.WebhookConnections, a.Backstop)
 		for _, r := range a.Runs {
 			p("reinvocationPolicy %s (isolator calls per pod %.2f, load avg %s)", r.Reinvocation, r.WebhookCallsPerPod, r.LoadAverage)
-			p("  mean per call: apiserver -> isolator %.2f ms (isolator's handler %.3f ms); MutatingAdmissionPolicy evaluation %.2f ms",
-				r.APIServerWebhookCallMs, r.WebhookHandlerMs, r.MAPEvaluationMs)
+			p("  mean per call: apiserver -> isolator %.2f ms (isolator's handler %.3f ms, its decision %.3f ms); MutatingAdmissionPolicy evaluation %.2f ms",
+				r.APIServerWebhookCallMs, r.WebhookHandlerMs, r.WebhookDecisionMs, r.MAPEvaluationMs)
 			p("  %-9s %5s %8s %8s %8s %10s %10s", "setup", "pods", "p50 ms", "p99 ms", "mean ms", "+p50 ms", "+p99 ms")
 			for _, s := range r.Setups {
 				p("  %-9s %5d %8.2f %8.2f %8.2f %10.2f %10.2f", s.Setup, s.Pods, s.P50Ms, s.P99Ms, s.MeanMs, s.AddedP50Ms, s.AddedP99Ms)
