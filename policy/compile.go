@@ -105,7 +105,7 @@ func Compile(sources ...Source) (*Snapshot, error) {
 	var errs []string
 	for i := range srcs {
 		if i > 0 && srcs[i].Name == srcs[i-1].Name {
-			errs = append(errs, fmt.Sprintf("%s and %s are both named %q; policy names qualify rule names and must be unique", srcs[i-1].Origin, srcs[i].Origin, srcs[i].Name))
+			errs = append(errs, fmt.Sprintf("%s and %s are both named %q; policy names qualify rule names and must be unique: give each policy its own metadata.name (a ConfigMap is named by metadata.name)", srcs[i-1].Origin, srcs[i].Origin, srcs[i].Name))
 		}
 		if srcs[i].Policy == nil {
 			errs = append(errs, fmt.Sprintf("%s: no policy", srcs[i].Origin))

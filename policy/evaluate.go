@@ -216,12 +216,25 @@ func (s *Snapshot) decide(c *compiledRule, f *Facts) Outcome {
 		return o
 	}
 	if s.classes[final].Sandboxed && (f.HostNetwork || f.HostPID || f.HostIPC) {
-		class := s.classes[final].Name
-		o.Action = ActionDeny
-		o.RuntimeClass = class
-		o.Reason = "the pod uses " + hostNamespaces(f) + ", but " + class + " is a sandboxed (VM) runtime class that cannot share the host's namespaces; " +
-			c.summary + ", so " + class + " is required. Remove " + hostNamespaces(f) + ", or run the pod where the policy does not require a sandbox"
+		o = s.denyHostNamespaces(c, final, f)
 	}
+	return o
+}
+
+// denyHostNamespaces explains why a pod that shares host namespaces can't run in the
+// sandboxed class final: because the policy requires it, or because the pod names it.
+func (s *Snapshot) denyHostNamespaces(c *compiledRule, final int, f *Facts) Outcome {
+	class := s.classes[final].Name
+	host := hostNamespaces(f)
+	o := Outcome{Rule: c.qualified, RuntimeClass: class, Action: ActionDeny}
+	why := "the pod uses " + host + ", but " + class + " is a sandboxed (VM) runtime class that cannot share the host's namespaces; "
+	if required := s.classes[c.class]; final == c.class || required.Sandboxed {
+		o.Reason = why + c.summary + ", so " + required.Name + " is required. Remove " + host + ", or run the pod where the policy does not require a sandbox"
+		return o
+	}
+	// The pod asked for the sandbox itself; the policy would accept a less isolated class.
+	o.Reason = why + "the pod names " + class + " itself (" + c.summary + ", which requires " + s.classes[c.class].Name +
+		"). Remove " + host + ", or name " + s.classes[c.class].Name + " or remove runtimeClassName"
 	return o
 }
 

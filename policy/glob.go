@@ -83,10 +83,11 @@ func compileImagePattern(p string) (imagePattern, error) {
 		}
 	}
 	if segs[0] != "**" {
-		// The first segment is a registry host only if it looks like one, as in
-		// distribution/reference: it has a '.' or a ':' or is localhost.
-		if first := segs[0]; len(segs) > 1 && (strings.ContainsAny(first, ".:") || first == "localhost") {
-			segs[0] = strings.ToLower(first)
+		// The first segment is a registry host only if it looks like one, exactly as in
+		// distribution/reference: it has a '.' or a ':', is localhost, or has an
+		// upper-case letter (repository paths are lower-case, hosts are not).
+		if first := segs[0]; len(segs) > 1 && (strings.ContainsAny(first, ".:") || first == "localhost" || strings.ToLower(first) != first) {
+			segs[0] = canonicalHost(first)
 		} else {
 			segs = append([]string{DockerHub}, segs...)
 		}
@@ -95,6 +96,11 @@ func compileImagePattern(p string) (imagePattern, error) {
 			if len(segs) == 2 && segs[1] != "**" {
 				segs = []string{DockerHub, "library", segs[1]}
 			}
+		}
+	}
+	for _, s := range segs[1:] {
+		if strings.ToLower(s) != s && isLiteral(s) {
+			return ip, fmt.Errorf("segment %q: repository paths are lower-case, so this pattern can never match; write it in lower case", s)
 		}
 	}
 	ip.segs = segs
@@ -115,7 +121,8 @@ func (p *imagePattern) matches(img *Image) bool {
 	if p.digest != "" && img.Digest != p.digest {
 		return false
 	}
-	if p.tag != "" && !globMatch(p.tag, img.Tag) {
+	// A tag pattern needs a tag: a digest-only reference has none to compare.
+	if p.tag != "" && (img.Tag == "" || !globMatch(p.tag, img.Tag)) {
 		return false
 	}
 	return matchSegments(p.segs, img.Name)

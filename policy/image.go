@@ -62,10 +62,12 @@ func NormalizeImage(s string) (Image, error) {
 	return img, nil
 }
 
-// canonicalDomainPath lower-cases the registry host (DNS is case-insensitive) and folds
-// every Docker Hub alias to docker.io, adding library/ to official image names.
+// canonicalDomainPath lower-cases the registry host (DNS is case-insensitive), drops the
+// HTTPS default port (registry.example.com:443 is registry.example.com to a puller, so
+// registry-1.docker.io:443/library/nginx must not dodge docker.io/**) and folds every
+// Docker Hub alias to docker.io, adding library/ to official image names.
 func canonicalDomainPath(domain, path string) (string, string) {
-	d := strings.ToLower(domain)
+	d := canonicalHost(domain)
 	if dockerHubAliases[d] {
 		d = DockerHub
 		if !strings.Contains(path, "/") {
@@ -73,4 +75,9 @@ func canonicalDomainPath(domain, path string) (string, string) {
 		}
 	}
 	return d, path
+}
+
+// canonicalHost is a registry host as pulls reach it: lower-case, without ":443".
+func canonicalHost(host string) string {
+	return strings.TrimSuffix(strings.ToLower(host), ":443")
 }

@@ -168,7 +168,9 @@ type envelope struct {
 // ReadSources reads every policy in a YAML stream: bare RuntimePolicy documents and
 // ConfigMaps holding one under data[policy.yaml]. file names the stream in messages and
 // names bare policies that have no metadata.name. Parse errors are returned per
-// document; documents that parse are returned even when others fail.
+// document; documents that parse are returned even when others fail. Names are not made
+// unique here: Compile refuses two sources of the same name, because renaming one would
+// make its rule names depend on the order of the input.
 func ReadSources(file string, r io.Reader) ([]Source, []*DocumentError) {
 	docs, err := SplitDocuments(r)
 	if err != nil {
@@ -177,7 +179,6 @@ func ReadSources(file string, r io.Reader) ([]Source, []*DocumentError) {
 	base := strings.TrimSuffix(filepath.Base(file), filepath.Ext(file))
 	var out []Source
 	var errs []*DocumentError
-	used := map[string]bool{}
 	for i, doc := range docs {
 		origin := file
 		if len(docs) > 1 {
@@ -191,18 +192,42 @@ func ReadSources(file string, r io.Reader) ([]Source, []*DocumentError) {
 		if src == nil {
 			continue
 		}
-		if used[src.Name] {
-			src.Name = src.Name + "-" + strconv.Itoa(i+1)
-		}
-		used[src.Name] = true
 		out = append(out, *src)
 	}
 	return out, errs
 }
 
+// maxStreamBytes bounds a whole YAML stream of policies or pods.
+const maxStreamBytes = 64 * MaxDocumentBytes
+
+// errStreamTooLong is returned instead of silently cutting a stream (and the document
+// it ends in) short.
+var errStreamTooLong = fmt.Errorf("the stream is longer than %d MiB; split it into several files", maxStreamBytes>>20)
+
+// cappedReader fails once more than n bytes were read.
+type cappedReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.n < 0 {
+		return 0, errStreamTooLong
+	}
+	if int64(len(p)) > c.n+1 {
+		p = p[:c.n+1]
+	}
+	n, err := c.r.Read(p)
+	c.n -= int64(n)
+	if c.n < 0 {
+		return 0, errStreamTooLong
+	}
+	return n, err
+}
+
 // SplitDocuments splits a YAML stream into its non-empty documents.
 func SplitDocuments(r io.Reader) ([][]byte, error) {
-	yr := utilyaml.NewYAMLReader(bufio.NewReader(io.LimitReader(r, 64*MaxDocumentBytes)))
+	yr := utilyaml.NewYAMLReader(bufio.NewReader(&cappedReader{r: r, n: maxStreamBytes}))
 	var docs [][]byte
 	for {
 		doc, err := yr.Read()

@@ -78,7 +78,6 @@ error such as a missing file.`,
 // ok is false when any document was invalid; err is a usage error (unreadable file).
 func loadPolicies(s streams, files []string, w io.Writer) (sources []policy.Source, ok bool, err error) {
 	ok = true
-	names := map[string]int{}
 	for _, file := range files {
 		data, name, err := readInput(s, file)
 		if err != nil {
@@ -95,11 +94,7 @@ func loadPolicies(s streams, files []string, w io.Writer) (sources []policy.Sour
 				ok = false
 				continue
 			}
-			// Two files may hold policies of the same name; keep both, distinctly named.
-			names[src.Name]++
-			if n := names[src.Name]; n > 1 {
-				src.Name = fmt.Sprintf("%s-%d", src.Name, n)
-			}
+			// Two policies of the same name are refused by Compile, with both origins.
 			sources = append(sources, src)
 		}
 	}
@@ -109,7 +104,9 @@ func loadPolicies(s streams, files []string, w io.Writer) (sources []policy.Sour
 // readInput reads a file, or standard input for "-".
 func readInput(s streams, file string) ([]byte, string, error) {
 	if file == "-" {
-		data, err := io.ReadAll(io.LimitReader(s.in, 64*policy.MaxDocumentBytes))
+		// Read one byte past the limit so that an over-long stream is refused (by
+		// SplitDocuments) rather than cut short.
+		data, err := io.ReadAll(io.LimitReader(s.in, 64*policy.MaxDocumentBytes+1))
 		return data, "stdin", err
 	}
 	data, err := os.ReadFile(file)
