@@ -67,7 +67,7 @@ error such as a missing file.`,
 				fmt.Fprintf(s.out, "warning: %s\n", w)
 			}
 			for _, src := range sources {
-				fmt.Fprintf(s.out, "%s: valid (%d rules)\n", src.Origin, len(src.Policy.Spec.Rules))
+				fmt.Fprintf(s.out, "%s: valid (%s)\n", src.Origin, plural(len(src.Policy.Spec.Rules), "rule"))
 			}
 			return nil
 		},
@@ -333,4 +333,12 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// plural renders a count of things: "1 rule", "2 rules".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
