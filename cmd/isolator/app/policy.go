@@ -88,6 +88,12 @@ func loadPolicies(s streams, files []string, w io.Writer) (sources []policy.Sour
 			fmt.Fprintln(w, de.Error())
 			ok = false
 		}
+		if len(srcs) == 0 && len(docErrs) == 0 {
+			// An empty file is more likely a wrong path or a failed generator than an
+			// intentionally empty policy.
+			fmt.Fprintf(w, "%s: no RuntimePolicy or policy ConfigMap found\n", name)
+			ok = false
+		}
 		for _, src := range srcs {
 			if errs := policy.Validate(src.Policy, src.Root); len(errs) > 0 {
 				fmt.Fprintln(w, (&policy.DocumentError{Origin: src.Origin, Errs: errs}).Error())
