@@ -75,64 +75,6 @@ func (s *Snapshot) Evaluate(f *Facts) Decision {
 	return d
 }
 
-// best returns the position of the first matching rule in resolution order, or -1.
-func (ix *ruleIndex) best(rules []compiledRule, f *Facts) int32 {
-	if ix.size == 0 {
-		return -1
-	}
-	best := int32(len(rules))
-	try := func(bucket []int32) {
-		for _, pos := range bucket {
-			if pos >= best {
-				return
-			}
-			if rules[pos].matches(f) {
-				best = pos
-				return
-			}
-		}
-	}
-	if len(ix.byNamespace) > 0 {
-		try(ix.byNamespace[f.Namespace])
-	}
-	if len(ix.byPodLabel) > 0 || len(ix.byPodKey) > 0 {
-		for k, v := range f.PodLabels {
-			try(ix.byPodLabel[kv{k, v}])
-			try(ix.byPodKey[k])
-		}
-	}
-	if len(ix.byNsLabel) > 0 || len(ix.byNsKey) > 0 {
-		for k, v := range f.NamespaceLabels {
-			try(ix.byNsLabel[kv{k, v}])
-			try(ix.byNsKey[k])
-		}
-	}
-	if len(ix.byImage) > 0 {
-		for i := range f.Images {
-			forEachPrefix(f.Images[i].Name, func(p string) { try(ix.byImage[p]) })
-		}
-	}
-	if len(ix.byFirstImg) > 0 && len(f.Images) > 0 {
-		forEachPrefix(f.Images[0].Name, func(p string) { try(ix.byFirstImg[p]) })
-	}
-	try(ix.scan)
-	if best == int32(len(rules)) {
-		return -1
-	}
-	return best
-}
-
-// forEachPrefix calls fn with every leading run of whole segments of name:
-// "a/b/c" gives "a", "a/b", "a/b/c".
-func forEachPrefix(name string, fn func(string)) {
-	for i := 0; i < len(name); i++ {
-		if name[i] == '/' {
-			fn(name[:i])
-		}
-	}
-	fn(name)
-}
-
 func (c *compiledRule) matches(f *Facts) bool {
 	if len(c.namespaces) > 0 && !c.matchNamespace(f.Namespace) {
 		return false
@@ -153,12 +95,8 @@ func (c *compiledRule) matches(f *Facts) bool {
 }
 
 func (c *compiledRule) matchNamespace(ns string) bool {
-	for i, g := range c.namespaces {
-		if c.nsLiteral[i] {
-			if g == ns {
-				return true
-			}
-		} else if globMatch(g, ns) {
+	for i := range c.namespaces {
+		if c.namespaces[i].match(ns) {
 			return true
 		}
 	}

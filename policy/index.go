@@ -1,0 +1,399 @@
+package policy
+
+import (
+	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+)
+
+// ruleIndex finds the candidate rules for a pod without scanning them all. Every rule
+// is filed under one condition it requires (a namespace name or name prefix, a label,
+// an image prefix), so a pod that lacks that key can't match the rule and never looks
+// at it. Of the conditions a rule requires, the one shared by the fewest rules is
+// chosen, which keeps every bucket short. Rules with no indexable condition sit in scan.
+// Buckets hold rule positions in resolution order, so the first match in a bucket is
+// the best in it.
+type ruleIndex struct {
+	// namespaces maps the literal prefix of a namespace glob (a literal name is its own
+	// prefix) to rules; nsLens has bit n set when some key is n bytes long, so a lookup
+	// tries only the prefix lengths that exist.
+	namespaces prefixTable
+	nsLens     uint64
+	podLabels  labelIndex
+	nsLabels   labelIndex
+	// images maps the literal leading segments of anyImage patterns to rules;
+	// imageDepths has bit n set when some key has n segments.
+	images      prefixTable
+	imageDepths uint64
+	// firstImages is the same for allImages patterns, looked up with the first image
+	// only: every image must match, so the first one must too.
+	firstImages prefixTable
+	firstDepths uint64
+	scan        []int32
+	size        int
+}
+
+// prefixTable maps strings to rule buckets by a hash (FNV-1a) that a lookup computes
+// along a name in one pass, so trying every prefix of a namespace or image name costs
+// one probe per prefix instead of hashing each prefix again, as a Go map would.
+type prefixTable struct {
+	slots []prefixSlot // open addressing, a power of two at most half full
+	mask  uint64
+}
+
+type prefixSlot struct {
+	hash  uint64
+	key   string
+	rules []int32 // nil: an empty slot
+}
+
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnvAdd(h uint64, c byte) uint64 { return (h ^ uint64(c)) * fnvPrime }
+
+func fnvString(s string) uint64 {
+	h := uint64(fnvOffset)
+	for i := 0; i < len(s); i++ {
+		h = fnvAdd(h, s[i])
+	}
+	return h
+}
+
+func newPrefixTable(m map[string][]int32) prefixTable {
+	if len(m) == 0 {
+		return prefixTable{}
+	}
+	n := 4
+	for n < 2*len(m) {
+		n *= 2
+	}
+	t := prefixTable{slots: make([]prefixSlot, n), mask: uint64(n - 1)}
+	for k, rules := range m {
+		h := fnvString(k)
+		i := h & t.mask
+		for t.slots[i].rules != nil {
+			i = (i + 1) & t.mask
+		}
+		t.slots[i] = prefixSlot{hash: h, key: k, rules: rules}
+	}
+	return t
+}
+
+// lookup finds key, whose hash is h.
+func (t *prefixTable) lookup(h uint64, key string) []int32 {
+	if t.slots == nil {
+		return nil
+	}
+	for i := h & t.mask; ; i = (i + 1) & t.mask {
+		s := &t.slots[i]
+		if s.rules == nil {
+			return nil
+		}
+		if s.hash == h && s.key == key {
+			return s.rules
+		}
+	}
+}
+
+// labelIndex files rules under label keys. keys lists the keys of byKey, so that a
+// lookup can walk them without starting a map iteration (which draws a random number).
+type labelIndex struct {
+	byKey map[string]*labelBucket
+	keys  []string
+}
+
+// labelBucket holds the rules filed under one label key: by the value they require
+// (Equals, In) or for any value (Exists).
+type labelBucket struct {
+	values map[string][]int32
+	exists []int32
+}
+
+func (l *labelIndex) bucket(key string) *labelBucket {
+	b := l.byKey[key]
+	if b == nil {
+		b = &labelBucket{values: map[string][]int32{}}
+		l.byKey[key] = b
+		l.keys = append(l.keys, key)
+	}
+	return b
+}
+
+type indexKind uint8
+
+const (
+	kindNamespace indexKind = iota
+	kindPodLabel
+	kindNsLabel
+	kindImage
+	kindPodKey
+	kindNsKey
+	kindFirstImage
+)
+
+type indexKey struct {
+	kind indexKind
+	k, v string
+}
+
+// candidate is one condition a rule requires: the pod must have one of the keys.
+type candidate []indexKey
+
+// maxIndexed bounds namespace prefix lengths and image prefix depths to the bits of a
+// uint64. Namespace names are at most 63 bytes, so a longer prefix can't match anyway.
+const maxIndexed = 63
+
+// candidates lists the indexable conditions of a rule.
+func (c *compiledRule) candidates() []candidate {
+	var out []candidate
+	if len(c.namespaces) > 0 {
+		var cand candidate
+		for _, g := range c.namespaces {
+			if g.prefix == "" || len(g.prefix) > maxIndexed {
+				cand = nil
+				break
+			}
+			cand = append(cand, indexKey{kind: kindNamespace, k: g.prefix})
+		}
+		if cand != nil {
+			out = append(out, cand)
+		}
+	}
+	out = appendSelector(out, c.podSel, kindPodLabel, kindPodKey)
+	out = appendSelector(out, c.nsSel, kindNsLabel, kindNsKey)
+	out = appendImages(out, c.anyImage, kindImage)
+	out = appendImages(out, c.allImages, kindFirstImage)
+	return out
+}
+
+func appendSelector(out []candidate, sel labels.Selector, kvKind, keyKind indexKind) []candidate {
+	if sel == nil {
+		return out
+	}
+	reqs, selectable := sel.Requirements()
+	if !selectable {
+		return out
+	}
+	for _, r := range reqs {
+		switch r.Operator() {
+		case selection.Equals, selection.DoubleEquals, selection.In:
+			var cand candidate
+			for _, v := range r.ValuesUnsorted() {
+				cand = append(cand, indexKey{kind: kvKind, k: r.Key(), v: v})
+			}
+			out = append(out, cand)
+		case selection.Exists:
+			out = append(out, candidate{{kind: keyKind, k: r.Key()}})
+		}
+	}
+	return out
+}
+
+func appendImages(out []candidate, ps []imagePattern, kind indexKind) []candidate {
+	if len(ps) == 0 {
+		return out
+	}
+	var cand candidate
+	for _, p := range ps {
+		if p.prefix == "" || segmentCount(p.prefix) > maxIndexed {
+			return out
+		}
+		cand = append(cand, indexKey{kind: kind, k: p.prefix})
+	}
+	return append(out, cand)
+}
+
+func segmentCount(name string) int { return strings.Count(name, "/") + 1 }
+
+// buildIndex files the rules at positions (ascending) into a new index.
+func buildIndex(rules []compiledRule, positions []int32) ruleIndex {
+	ix := ruleIndex{
+		podLabels: labelIndex{byKey: map[string]*labelBucket{}},
+		nsLabels:  labelIndex{byKey: map[string]*labelBucket{}},
+		size:      len(positions),
+	}
+	namespaces, images, firstImages := map[string][]int32{}, map[string][]int32{}, map[string][]int32{}
+	cands := make([][]candidate, len(positions))
+	counts := map[indexKey]int{}
+	for i, pos := range positions {
+		cands[i] = rules[pos].candidates()
+		for _, cand := range cands[i] {
+			for _, k := range cand {
+				counts[k]++
+			}
+		}
+	}
+	for i, pos := range positions {
+		var best candidate
+		bestCost := -1
+		for _, cand := range cands[i] {
+			cost := 0
+			for _, k := range cand {
+				cost += counts[k]
+			}
+			if bestCost < 0 || cost < bestCost {
+				best, bestCost = cand, cost
+			}
+		}
+		if best == nil {
+			ix.scan = append(ix.scan, pos)
+			continue
+		}
+		for _, k := range best {
+			switch k.kind {
+			case kindNamespace:
+				appendUnique(namespaces, k.k, pos)
+				ix.nsLens |= 1 << len(k.k)
+			case kindImage:
+				appendUnique(images, k.k, pos)
+				ix.imageDepths |= 1 << segmentCount(k.k)
+			case kindFirstImage:
+				appendUnique(firstImages, k.k, pos)
+				ix.firstDepths |= 1 << segmentCount(k.k)
+			default:
+				ix.fileLabel(k, pos)
+			}
+		}
+	}
+	ix.namespaces = newPrefixTable(namespaces)
+	ix.images = newPrefixTable(images)
+	ix.firstImages = newPrefixTable(firstImages)
+	return ix
+}
+
+func (ix *ruleIndex) fileLabel(k indexKey, pos int32) {
+	switch k.kind {
+	case kindPodLabel:
+		appendUnique(ix.podLabels.bucket(k.k).values, k.v, pos)
+	case kindPodKey:
+		b := ix.podLabels.bucket(k.k)
+		b.exists = appendPos(b.exists, pos)
+	case kindNsLabel:
+		appendUnique(ix.nsLabels.bucket(k.k).values, k.v, pos)
+	case kindNsKey:
+		b := ix.nsLabels.bucket(k.k)
+		b.exists = appendPos(b.exists, pos)
+	}
+}
+
+// appendPos appends pos unless it is already last (a rule files each key once, but
+// In [a, a] or namespaces [x, x] repeat one).
+func appendPos(b []int32, pos int32) []int32 {
+	if n := len(b); n > 0 && b[n-1] == pos {
+		return b
+	}
+	return append(b, pos)
+}
+
+func appendUnique(m map[string][]int32, k string, pos int32) { m[k] = appendPos(m[k], pos) }
+
+// search is one lookup: the best (lowest) matching position found so far.
+type search struct {
+	rules []compiledRule
+	f     *Facts
+	best  int32
+}
+
+// try checks a bucket in order up to the best match so far; the first match in it is
+// the best it holds.
+func (s *search) try(bucket []int32) {
+	for _, pos := range bucket {
+		if pos >= s.best {
+			return
+		}
+		if s.rules[pos].matches(s.f) {
+			s.best = pos
+			return
+		}
+	}
+}
+
+// labels tries the buckets of every label the object carries. It walks whichever of
+// the index's keys and the object's labels is shorter, so a policy with many label keys
+// costs a pod with few labels nothing, and the other way round.
+func (s *search) labels(ix *labelIndex, set map[string]string) {
+	if len(ix.keys) <= len(set) {
+		for _, k := range ix.keys {
+			if v, ok := set[k]; ok {
+				b := ix.byKey[k]
+				s.try(b.exists)
+				s.try(b.values[v])
+			}
+		}
+		return
+	}
+	for k, v := range set {
+		if b := ix.byKey[k]; b != nil {
+			s.try(b.exists)
+			s.try(b.values[v])
+		}
+	}
+}
+
+// prefixes tries the bucket of every leading run of whole segments of name whose
+// depth some key has: "a/b/c" gives "a", "a/b" and "a/b/c".
+func (s *search) prefixes(t *prefixTable, depths uint64, name string) {
+	h := uint64(fnvOffset)
+	depth := 1
+	for i := 0; i < len(name) && depth <= maxIndexed; i++ {
+		if name[i] == '/' {
+			if depths&(1<<depth) != 0 {
+				s.try(t.lookup(h, name[:i]))
+			}
+			depth++
+		}
+		h = fnvAdd(h, name[i])
+	}
+	if depth <= maxIndexed && depths&(1<<depth) != 0 {
+		s.try(t.lookup(h, name))
+	}
+}
+
+// best returns the position of the first matching rule in resolution order, or -1.
+func (ix *ruleIndex) best(rules []compiledRule, f *Facts) int32 {
+	if ix.size == 0 {
+		return -1
+	}
+	s := search{rules: rules, f: f, best: int32(len(rules))}
+	if ix.nsLens != 0 {
+		ns := f.Namespace
+		lens := ix.nsLens
+		if len(ns) < maxIndexed {
+			lens &= 1<<(len(ns)+1) - 1
+		}
+		h := uint64(fnvOffset)
+		for i := 0; lens != 0; i++ {
+			if lens&(1<<i) != 0 {
+				s.try(ix.namespaces.lookup(h, ns[:i]))
+				lens &^= 1 << i
+			}
+			if i == len(ns) {
+				break
+			}
+			h = fnvAdd(h, ns[i])
+		}
+	}
+	if len(ix.podLabels.keys) > 0 && len(f.PodLabels) > 0 {
+		s.labels(&ix.podLabels, f.PodLabels)
+	}
+	if len(ix.nsLabels.keys) > 0 && len(f.NamespaceLabels) > 0 {
+		s.labels(&ix.nsLabels, f.NamespaceLabels)
+	}
+	if ix.imageDepths != 0 {
+		for i := range f.Images {
+			s.prefixes(&ix.images, ix.imageDepths, f.Images[i].Name)
+		}
+	}
+	if ix.firstDepths != 0 && len(f.Images) > 0 {
+		s.prefixes(&ix.firstImages, ix.firstDepths, f.Images[0].Name)
+	}
+	s.try(ix.scan)
+	if s.best == int32(len(rules)) {
+		return -1
+	}
+	return s.best
+}
