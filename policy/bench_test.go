@@ -93,6 +93,25 @@ func BenchmarkEvaluate(b *testing.B) {
 	}
 }
 
+// BenchmarkMapLookup is a yardstick, not a part of isolator: one lookup in a map of
+// 1,000 strings. On a shared machine whose speed varies, Evaluate's cost is best read
+// as a multiple of it (docs/performance.md).
+func BenchmarkMapLookup(b *testing.B) {
+	m := map[string][]int32{}
+	for i := range 1000 {
+		m[fmt.Sprintf("team-%d", i)] = []int32{int32(i)}
+	}
+	key := "team-500"
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n += len(m[key])
+	}
+	if n == 0 {
+		b.Fatal("lookup missed")
+	}
+}
+
 func BenchmarkNormalizeImage(b *testing.B) {
 	for _, ref := range []string{"nginx", "registry.example.com/team-3/web:1.4.2", "quay.io/org/agent:2@sha256:" + zeros} {
 		b.Run(ref[:min(len(ref), 30)], func(b *testing.B) {

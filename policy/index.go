@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"math/bits"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -34,76 +35,82 @@ type ruleIndex struct {
 	size        int
 }
 
-// prefixTable maps strings to rule buckets by a hash (FNV-1a) that a lookup computes
-// along a name in one pass, so trying every prefix of a namespace or image name costs
-// one probe per prefix instead of hashing each prefix again, as a Go map would.
+// prefixTable maps strings to rule buckets. Its filter answers "certainly not here"
+// for most strings at the cost of a few instructions, so trying every prefix of a name,
+// or every label of a pod, rarely needs to hash a string at all.
 type prefixTable struct {
-	slots []prefixSlot // open addressing, a power of two at most half full
-	mask  uint64
+	m      map[string][]int32
+	filter keyFilter
 }
 
-type prefixSlot struct {
-	hash  uint64
-	key   string
-	rules []int32 // nil: an empty slot
+func (t *prefixTable) add(k string, pos int32) {
+	if t.m == nil {
+		t.m = map[string][]int32{}
+	}
+	t.m[k] = appendPos(t.m[k], pos)
+	t.filter.add(k)
 }
 
-const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-)
-
-func fnvAdd(h uint64, c byte) uint64 { return (h ^ uint64(c)) * fnvPrime }
-
-func fnvString(s string) uint64 {
-	h := uint64(fnvOffset)
-	for i := 0; i < len(s); i++ {
-		h = fnvAdd(h, s[i])
-	}
-	return h
-}
-
-func newPrefixTable(m map[string][]int32) prefixTable {
-	if len(m) == 0 {
-		return prefixTable{}
-	}
-	n := 4
-	for n < 2*len(m) {
-		n *= 2
-	}
-	t := prefixTable{slots: make([]prefixSlot, n), mask: uint64(n - 1)}
-	for k, rules := range m {
-		h := fnvString(k)
-		i := h & t.mask
-		for t.slots[i].rules != nil {
-			i = (i + 1) & t.mask
-		}
-		t.slots[i] = prefixSlot{hash: h, key: k, rules: rules}
-	}
-	return t
-}
-
-// lookup finds key, whose hash is h.
-func (t *prefixTable) lookup(h uint64, key string) []int32 {
-	if t.slots == nil {
+func (t *prefixTable) lookup(k string) []int32 {
+	if !t.filter.mayHave(k) {
 		return nil
 	}
-	for i := h & t.mask; ; i = (i + 1) & t.mask {
-		s := &t.slots[i]
-		if s.rules == nil {
-			return nil
-		}
-		if s.hash == h && s.key == key {
-			return s.rules
-		}
+	return t.m[k]
+}
+
+// keyFilter is a one-hash Bloom filter of 4,096 bits on a string's length and its first
+// and last bytes. Index keys differ in those often enough (team-3 and team-3-dev, app
+// and app.kubernetes.io/name) that most misses never reach a map.
+type keyFilter [64]uint64
+
+func filterBit(s string) uint {
+	n := uint(len(s))
+	if n == 0 {
+		return 0
+	}
+	h := n*0x9E3779B1 ^ uint(s[0])*0x85EBCA77 ^ uint(s[n-1])*0xC2B2AE3D
+	return (h ^ h>>13 ^ h>>26) & 4095
+}
+
+func (f *keyFilter) add(s string) {
+	b := filterBit(s)
+	f[b>>6] |= 1 << (b & 63)
+}
+
+func (f *keyFilter) mayHave(s string) bool {
+	b := filterBit(s)
+	return f[b>>6]&(1<<(b&63)) != 0
+}
+
+// pairBit combines the bits of a label's key and value.
+func pairBit(k, v string) uint { return (filterBit(k)*0x2545F491 ^ filterBit(v)) & 4095 }
+
+func (f *keyFilter) addPair(k, v string) {
+	b := pairBit(k, v)
+	f[b>>6] |= 1 << (b & 63)
+}
+
+func (f *keyFilter) mayHavePair(k, v string) bool {
+	b := pairBit(k, v)
+	return f[b>>6]&(1<<(b&63)) != 0
+}
+
+// tryLabel tries the rules filed under one label of the object.
+func (s *search) tryLabel(ix *labelIndex, b *labelBucket, k, v string) {
+	s.try(b.exists)
+	if ix.values.mayHavePair(k, v) {
+		s.try(b.values[v])
 	}
 }
 
 // labelIndex files rules under label keys. keys lists the keys of byKey, so that a
 // lookup can walk them without starting a map iteration (which draws a random number).
 type labelIndex struct {
-	byKey map[string]*labelBucket
-	keys  []string
+	byKey   map[string]*labelBucket
+	keys    []string
+	buckets []*labelBucket // buckets[i] is byKey[keys[i]]
+	filter  keyFilter      // over keys
+	values  keyFilter      // over key=value pairs
 }
 
 // labelBucket holds the rules filed under one label key: by the value they require
@@ -119,6 +126,8 @@ func (l *labelIndex) bucket(key string) *labelBucket {
 		b = &labelBucket{values: map[string][]int32{}}
 		l.byKey[key] = b
 		l.keys = append(l.keys, key)
+		l.buckets = append(l.buckets, b)
+		l.filter.add(key)
 	}
 	return b
 }
@@ -216,7 +225,6 @@ func buildIndex(rules []compiledRule, positions []int32) ruleIndex {
 		nsLabels:  labelIndex{byKey: map[string]*labelBucket{}},
 		size:      len(positions),
 	}
-	namespaces, images, firstImages := map[string][]int32{}, map[string][]int32{}, map[string][]int32{}
 	cands := make([][]candidate, len(positions))
 	counts := map[indexKey]int{}
 	for i, pos := range positions {
@@ -246,22 +254,19 @@ func buildIndex(rules []compiledRule, positions []int32) ruleIndex {
 		for _, k := range best {
 			switch k.kind {
 			case kindNamespace:
-				appendUnique(namespaces, k.k, pos)
+				ix.namespaces.add(k.k, pos)
 				ix.nsLens |= 1 << len(k.k)
 			case kindImage:
-				appendUnique(images, k.k, pos)
+				ix.images.add(k.k, pos)
 				ix.imageDepths |= 1 << segmentCount(k.k)
 			case kindFirstImage:
-				appendUnique(firstImages, k.k, pos)
+				ix.firstImages.add(k.k, pos)
 				ix.firstDepths |= 1 << segmentCount(k.k)
 			default:
 				ix.fileLabel(k, pos)
 			}
 		}
 	}
-	ix.namespaces = newPrefixTable(namespaces)
-	ix.images = newPrefixTable(images)
-	ix.firstImages = newPrefixTable(firstImages)
 	return ix
 }
 
@@ -269,11 +274,13 @@ func (ix *ruleIndex) fileLabel(k indexKey, pos int32) {
 	switch k.kind {
 	case kindPodLabel:
 		appendUnique(ix.podLabels.bucket(k.k).values, k.v, pos)
+		ix.podLabels.values.addPair(k.k, k.v)
 	case kindPodKey:
 		b := ix.podLabels.bucket(k.k)
 		b.exists = appendPos(b.exists, pos)
 	case kindNsLabel:
 		appendUnique(ix.nsLabels.bucket(k.k).values, k.v, pos)
+		ix.nsLabels.values.addPair(k.k, k.v)
 	case kindNsKey:
 		b := ix.nsLabels.bucket(k.k)
 		b.exists = appendPos(b.exists, pos)
@@ -317,19 +324,19 @@ func (s *search) try(bucket []int32) {
 // costs a pod with few labels nothing, and the other way round.
 func (s *search) labels(ix *labelIndex, set map[string]string) {
 	if len(ix.keys) <= len(set) {
-		for _, k := range ix.keys {
+		for i, k := range ix.keys {
 			if v, ok := set[k]; ok {
-				b := ix.byKey[k]
-				s.try(b.exists)
-				s.try(b.values[v])
+				s.tryLabel(ix, ix.buckets[i], k, v)
 			}
 		}
 		return
 	}
 	for k, v := range set {
+		if !ix.filter.mayHave(k) {
+			continue
+		}
 		if b := ix.byKey[k]; b != nil {
-			s.try(b.exists)
-			s.try(b.values[v])
+			s.tryLabel(ix, b, k, v)
 		}
 	}
 }
@@ -337,19 +344,21 @@ func (s *search) labels(ix *labelIndex, set map[string]string) {
 // prefixes tries the bucket of every leading run of whole segments of name whose
 // depth some key has: "a/b/c" gives "a", "a/b" and "a/b/c".
 func (s *search) prefixes(t *prefixTable, depths uint64, name string) {
-	h := uint64(fnvOffset)
-	depth := 1
-	for i := 0; i < len(name) && depth <= maxIndexed; i++ {
-		if name[i] == '/' {
-			if depths&(1<<depth) != 0 {
-				s.try(t.lookup(h, name[:i]))
-			}
-			depth++
+	depth, end := 1, 0
+	for depth <= maxIndexed {
+		i := strings.IndexByte(name[end:], '/')
+		if i < 0 {
+			break
 		}
-		h = fnvAdd(h, name[i])
+		end += i
+		if depths&(1<<depth) != 0 {
+			s.try(t.lookup(name[:end]))
+		}
+		end++
+		depth++
 	}
 	if depth <= maxIndexed && depths&(1<<depth) != 0 {
-		s.try(t.lookup(h, name))
+		s.try(t.lookup(name))
 	}
 }
 
@@ -365,16 +374,8 @@ func (ix *ruleIndex) best(rules []compiledRule, f *Facts) int32 {
 		if len(ns) < maxIndexed {
 			lens &= 1<<(len(ns)+1) - 1
 		}
-		h := uint64(fnvOffset)
-		for i := 0; lens != 0; i++ {
-			if lens&(1<<i) != 0 {
-				s.try(ix.namespaces.lookup(h, ns[:i]))
-				lens &^= 1 << i
-			}
-			if i == len(ns) {
-				break
-			}
-			h = fnvAdd(h, ns[i])
+		for ; lens != 0; lens &= lens - 1 {
+			s.try(ix.namespaces.lookup(ns[:bits.TrailingZeros64(lens)]))
 		}
 	}
 	if len(ix.podLabels.keys) > 0 && len(f.PodLabels) > 0 {

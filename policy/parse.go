@@ -300,17 +300,41 @@ func ReadSources(file string, r io.Reader) ([]Source, []*DocumentError) {
 		if len(docs) > 1 {
 			origin = file + " (document " + strconv.Itoa(i+1) + ")"
 		}
-		src, ferrs := readSource(doc, origin, base)
-		if len(ferrs) > 0 {
-			errs = append(errs, &DocumentError{Origin: origin, Errs: ferrs})
+		if items, ok := listItems(doc); ok {
+			// kubectl get configmaps -o yaml prints a List.
+			for j, item := range items {
+				o, e := readOne(item, origin+" items["+strconv.Itoa(j)+"]", base)
+				out, errs = append(out, o...), append(errs, e...)
+			}
 			continue
 		}
-		if src == nil {
-			continue
-		}
-		out = append(out, *src)
+		o, e := readOne(doc, origin, base)
+		out, errs = append(out, o...), append(errs, e...)
 	}
 	return out, errs
+}
+
+func readOne(doc []byte, origin, base string) ([]Source, []*DocumentError) {
+	src, ferrs := readSource(doc, origin, base)
+	if len(ferrs) > 0 {
+		return nil, []*DocumentError{{Origin: origin, Errs: ferrs}}
+	}
+	if src == nil {
+		return nil, nil
+	}
+	return []Source{*src}, nil
+}
+
+// listItems returns the items of a List document (kind List or ConfigMapList).
+func listItems(doc []byte) ([]json.RawMessage, bool) {
+	var list struct {
+		Kind  string            `json:"kind"`
+		Items []json.RawMessage `json:"items"`
+	}
+	if yaml.Unmarshal(doc, &list) != nil || (list.Kind != "List" && list.Kind != "ConfigMapList") {
+		return nil, false
+	}
+	return list.Items, true
 }
 
 // maxStreamBytes bounds a whole YAML stream of policies or pods.

@@ -21,8 +21,8 @@ func newPolicyCommand(s streams) *cobra.Command {
 		Long: `Work with RuntimePolicy documents without a cluster.
 
 A policy file may hold bare RuntimePolicy documents or policy ConfigMaps (the
-RuntimePolicy under data key policy.yaml), several per file separated by ---.
-Use - to read standard input.`,
+RuntimePolicy under data key policy.yaml), several per file separated by ---,
+or a List of them as kubectl get -o yaml prints it. Use - to read standard input.`,
 	}
 	cmd.AddCommand(newPolicyValidateCommand(s), newPolicyExplainCommand(s))
 	return cmd
@@ -46,6 +46,9 @@ error such as a missing file.`,
 
   # Validate every team's ConfigMap together, as the webhook would merge them
   isolator policy validate manifests/examples/*.yaml
+
+  # Validate the policies a cluster holds, as one List
+  kubectl get configmaps -n isolator-system -l isolator.dev/policy=true -o yaml | isolator policy validate -
 
   # Validate what a generator prints
   render-policies | isolator policy validate -`,
