@@ -95,14 +95,6 @@ func (f *keyFilter) mayHavePair(k, v string) bool {
 	return f[b>>6]&(1<<(b&63)) != 0
 }
 
-// tryLabel tries the rules filed under one label of the object.
-func (s *search) tryLabel(ix *labelIndex, b *labelBucket, k, v string) {
-	s.try(b.exists)
-	if ix.values.mayHavePair(k, v) {
-		s.try(b.values[v])
-	}
-}
-
 // labelIndex files rules under label keys. keys lists the keys of byKey, so that a
 // lookup can walk them without starting a map iteration (which draws a random number).
 type labelIndex struct {
@@ -338,6 +330,14 @@ func (s *search) labels(ix *labelIndex, set map[string]string) {
 		if b := ix.byKey[k]; b != nil {
 			s.tryLabel(ix, b, k, v)
 		}
+	}
+}
+
+// tryLabel tries the rules filed under one label of the object.
+func (s *search) tryLabel(ix *labelIndex, b *labelBucket, k, v string) {
+	s.try(b.exists)
+	if ix.values.mayHavePair(k, v) {
+		s.try(b.values[v])
 	}
 }
 
