@@ -44,10 +44,9 @@ type Snapshot struct {
 	keepOK   [][]bool
 	accepted [][]string // accepted[d]: class names a pod may name when d is decided
 
-	rules   []compiledRule
-	enforce ruleIndex
-	audit   ruleIndex
-	def     *compiledRule // from defaultRuntimeClass; nil when no policy sets one
+	rules []compiledRule
+	index ruleIndex
+	def   *compiledRule // from defaultRuntimeClass; nil when no policy sets one
 
 	sources  []string
 	warnings []string
@@ -122,18 +121,12 @@ func Compile(sources ...Source) (*Snapshot, error) {
 		}
 		return a.qualified < b.qualified
 	})
-	var enforce, audit []int32
+	all := make([]int32, len(s.rules))
 	for i := range s.rules {
-		r := &s.rules[i]
-		if r.audit {
-			audit = append(audit, int32(i))
-		} else {
-			enforce = append(enforce, int32(i))
-		}
-		r.renderReasons(s)
+		all[i] = int32(i)
+		s.rules[i].renderReasons(s)
 	}
-	s.enforce = buildIndex(s.rules, enforce)
-	s.audit = buildIndex(s.rules, audit)
+	s.index = buildIndex(s.rules, all)
 	s.def = s.mergeDefault(srcs)
 	return s, nil
 }

@@ -62,15 +62,16 @@ func (s *Snapshot) Evaluate(f *Facts) Decision {
 		d.Action, d.Reason, d.RuntimeClass = ActionNone, noRuleReason, f.RuntimeClassName
 		return d
 	}
-	if pos := s.enforce.best(s.rules, f); pos >= 0 {
-		d.Outcome = s.decide(&s.rules[pos], f)
+	enforce, audit := s.index.best(s.rules, f)
+	if enforce >= 0 {
+		d.Outcome = s.decide(&s.rules[enforce], f)
 	} else if s.def != nil {
 		d.Outcome = s.decide(s.def, f)
 	} else {
 		d.Action, d.Reason, d.RuntimeClass = ActionNone, noRuleReason, f.RuntimeClassName
 	}
-	if pos := s.audit.best(s.rules, f); pos >= 0 {
-		d.Audit = s.decide(&s.rules[pos], f)
+	if audit >= 0 {
+		d.Audit = s.decide(&s.rules[audit], f)
 	}
 	return d
 }

@@ -33,6 +33,7 @@ type ruleIndex struct {
 	firstDepths uint64
 	scan        []int32
 	size        int
+	audits      int // how many of the rules are Audit rules
 }
 
 // prefixTable maps strings to rule buckets. Its filter answers "certainly not here"
@@ -220,6 +221,9 @@ func buildIndex(rules []compiledRule, positions []int32) ruleIndex {
 	cands := make([][]candidate, len(positions))
 	counts := map[indexKey]int{}
 	for i, pos := range positions {
+		if rules[pos].audit {
+			ix.audits++
+		}
 		cands[i] = rules[pos].candidates()
 		for _, cand := range cands[i] {
 			for _, k := range cand {
@@ -291,22 +295,30 @@ func appendPos(b []int32, pos int32) []int32 {
 func appendUnique(m map[string][]int32, k string, pos int32) { m[k] = appendPos(m[k], pos) }
 
 // search is one lookup: the best (lowest) matching position found so far.
+// Enforce and audit rules share one index, so a pod's labels and names are looked up
+// once for both.
 type search struct {
 	rules []compiledRule
 	f     *Facts
-	best  int32
+	// enforce and audit are the best matching positions found so far; len(rules)
+	// while none is found, and -1 for audit when the index holds no audit rule.
+	enforce, audit int32
 }
 
-// try checks a bucket in order up to the best match so far; the first match in it is
-// the best it holds.
+// try checks a bucket in order until neither mode can improve: a later position can
+// only be a worse match.
 func (s *search) try(bucket []int32) {
 	for _, pos := range bucket {
-		if pos >= s.best {
+		if pos >= s.enforce && pos >= s.audit {
 			return
 		}
-		if s.rules[pos].matches(s.f) {
-			s.best = pos
-			return
+		r := &s.rules[pos]
+		if r.audit {
+			if pos < s.audit && r.matches(s.f) {
+				s.audit = pos
+			}
+		} else if pos < s.enforce && r.matches(s.f) {
+			s.enforce = pos
 		}
 	}
 }
@@ -362,12 +374,17 @@ func (s *search) prefixes(t *prefixTable, depths uint64, name string) {
 	}
 }
 
-// best returns the position of the first matching rule in resolution order, or -1.
-func (ix *ruleIndex) best(rules []compiledRule, f *Facts) int32 {
+// best returns the positions of the first matching Enforce and Audit rules in
+// resolution order, each -1 when none matches.
+func (ix *ruleIndex) best(rules []compiledRule, f *Facts) (enforce, audit int32) {
 	if ix.size == 0 {
-		return -1
+		return -1, -1
 	}
-	s := search{rules: rules, f: f, best: int32(len(rules))}
+	none := int32(len(rules))
+	s := search{rules: rules, f: f, enforce: none, audit: -1}
+	if ix.audits > 0 {
+		s.audit = none
+	}
 	if ix.nsLens != 0 {
 		ns := f.Namespace
 		lens := ix.nsLens
@@ -393,8 +410,11 @@ func (ix *ruleIndex) best(rules []compiledRule, f *Facts) int32 {
 		s.prefixes(&ix.firstImages, ix.firstDepths, f.Images[0].Name)
 	}
 	s.try(ix.scan)
-	if s.best == int32(len(rules)) {
-		return -1
+	if s.enforce == none {
+		s.enforce = -1
 	}
-	return s.best
+	if s.audit == none {
+		s.audit = -1
+	}
+	return s.enforce, s.audit
 }
