@@ -2,7 +2,9 @@ package policy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -169,8 +171,18 @@ func TestParseLimits(t *testing.T) {
 	if _, errs := Parse([]byte("  \n"), nil); len(errs) != 1 || !strings.Contains(errs[0].Error(), "Required") {
 		t.Errorf("Parse(blank) = %v", errs)
 	}
-	if _, err := SplitDocuments(bytes.NewReader(bytes.Repeat([]byte("a: b\n"), maxStreamBytes/5+1))); err == nil || !strings.Contains(err.Error(), "longer than 64 MiB") {
-		t.Errorf("SplitDocuments(too long) error = %v", err)
+	// The cap itself, with a small limit: reading a real 64 MiB stream is slow.
+	for _, tc := range []struct {
+		in      string
+		wantErr bool
+	}{{"0123456789", false}, {"0123456789a", true}, {"", false}} {
+		got, err := io.ReadAll(&cappedReader{r: strings.NewReader(tc.in), n: 10})
+		if (err != nil) != tc.wantErr || (!tc.wantErr && string(got) != tc.in) {
+			t.Errorf("cappedReader(%q) = %q, %v", tc.in, got, err)
+		}
+		if tc.wantErr && !errors.Is(err, errStreamTooLong) {
+			t.Errorf("cappedReader(%q) error = %v, want %v", tc.in, err, errStreamTooLong)
+		}
 	}
 }
 
