@@ -213,3 +213,28 @@ func TestPodDisplayName(t *testing.T) {
 		}
 	}
 }
+
+// TestInitContainerImageDecides follows a pod from its spec to its decision: the only
+// Docker Hub image is in an init container, spelled with the host containerd pulls from.
+func TestInitContainerImageDecides(t *testing.T) {
+	snap := compile(t, "p", header+`  defaultRuntimeClass: runc-rc
+  rules:
+  - {name: hub, runtimeClass: kata-rc, match: {anyImage: ["docker.io/**"]}}
+  - {name: trusted, runtimeClass: runc-rc, priority: 10, match: {allImages: ["registry.example.com/**"]}}
+`)
+	pod := Pod{Spec: PodSpec{
+		InitContainers: []Container{{Name: "fetch", Image: "registry-1.docker.io:443/curlimages/curl:8.8.0"}},
+		Containers:     []Container{{Name: "app", Image: "registry.example.com/app:1"}, {Name: "proxy", Image: "registry.example.com/proxy:1"}},
+	}}
+	f, err := pod.Facts("web", map[string]string{"kubernetes.io/metadata.name": "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkOutcome(t, "decision", snap.Evaluate(&f).Outcome, want{class: "kata-rc", rule: "p/hub", action: ActionSet, reason: []string{"an image matches docker.io/**"}})
+	pod.Spec.InitContainers = nil
+	f, err = pod.Facts("web", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkOutcome(t, "without the init container", snap.Evaluate(&f).Outcome, want{class: "runc-rc", rule: "p/trusted", action: ActionSet, reason: []string{"every image matches registry.example.com/**"}})
+}
