@@ -265,3 +265,65 @@ func TestIndexMatchesScan(t *testing.T) {
 	}
 	t.Logf("%d pods agree with a scan of every rule; they reach %d rules", n, len(rules))
 }
+
+// FuzzImageMatch checks the image matcher against its definition. A canonical
+// reference, used as a pattern, matches itself; ImagePattern matches exactly as the
+// compiled pattern does; and the linear "**" matcher agrees with a plain recursive one
+// on any name whose segments are not empty.
+func FuzzImageMatch(f *testing.F) {
+	f.Add("nginx", "docker.io/**", "a/b/c")
+	f.Add("quay.io/a/b/c:v1@sha256:"+zeros, "quay.io/**/c:v*", "x/y")
+	f.Add("localhost:5000/x", "**/x/**", "x/x/x/x")
+	f.Add("registry-1.docker.io:443/library/nginx", "**/**/nginx", "a/nginx")
+	f.Add("a.b/c/d/e", "a.b/*/**/e", "c/d/e/e")
+	f.Fuzz(func(t *testing.T, ref, pattern, name string) {
+		if img, err := NormalizeImage(ref); err == nil {
+			if again, err := NormalizeImage(img.String()); err == nil && again == img && !strings.Contains(img.Name, "[") {
+				self, err := compileImagePattern(img.String())
+				if err != nil {
+					t.Fatalf("canonical reference %q is not a valid pattern: %v", img, err)
+				}
+				if !self.matches(&img) {
+					t.Fatalf("canonical reference %q does not match itself (as %q)", img, self.String())
+				}
+			}
+			if p, err := compileImagePattern(pattern); err == nil {
+				exported, err := ParseImagePattern(pattern)
+				if err != nil {
+					t.Fatalf("ParseImagePattern(%q): %v", pattern, err)
+				}
+				if got, want := exported.Matches(img), p.matches(&img); got != want {
+					t.Fatalf("ImagePattern(%q).Matches(%s) = %v, compiled pattern says %v", pattern, img, got, want)
+				}
+			}
+		}
+		p, err := compileImagePattern(pattern)
+		if err != nil {
+			return
+		}
+		parts := strings.Split(name, "/")
+		if len(parts) > 10 || len(p.segs) > 10 || slices.Contains(parts, "") {
+			return // the recursive matcher is exponential; names have no empty segments
+		}
+		if got, want := matchSegments(p.segs, name), naiveMatch(p.segs, parts); got != want {
+			t.Fatalf("matchSegments(%q, %q) = %v, want %v", p.String(), name, got, want)
+		}
+	})
+}
+
+// naiveMatch is the definition of segment matching: "**" takes any number of whole
+// segments, every other glob exactly one (path.Match, no shortcuts).
+func naiveMatch(segs []glob, name []string) bool {
+	if len(segs) == 0 {
+		return len(name) == 0
+	}
+	if segs[0].any {
+		for i := 0; i <= len(name); i++ {
+			if naiveMatch(segs[1:], name[i:]) {
+				return true
+			}
+		}
+		return false
+	}
+	return len(name) > 0 && globMatch(segs[0].pattern, name[0]) && naiveMatch(segs[1:], name[1:])
+}
