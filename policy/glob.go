@@ -126,7 +126,7 @@ func compileImagePattern(p string) (imagePattern, error) {
 		// distribution/reference: it has a '.' or a ':', is localhost, or has an
 		// upper-case letter (repository paths are lower-case, hosts are not).
 		if first := segs[0]; len(segs) > 1 && (strings.ContainsAny(first, ".:") || first == "localhost" || strings.ToLower(first) != first) {
-			segs[0] = canonicalHost(first)
+			segs[0] = strings.ToLower(first)
 		} else {
 			segs = append([]string{DockerHub}, segs...)
 		}
@@ -166,8 +166,9 @@ func (p *imagePattern) matches(img *Image) bool {
 	if p.digest != "" && img.Digest != p.digest {
 		return false
 	}
-	// A tag pattern needs a tag: a digest-only reference has none to compare.
-	if p.tag != "" && (img.Tag == "" || !p.tagG.match(img.Tag)) {
+	// A digest-only reference has the empty tag: only a tag glob that matches the
+	// empty string (such as "*") accepts it.
+	if p.tag != "" && !p.tagG.match(img.Tag) {
 		return false
 	}
 	return matchSegments(p.segs, img.Name)

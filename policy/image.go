@@ -62,12 +62,16 @@ func NormalizeImage(s string) (Image, error) {
 	return img, nil
 }
 
-// canonicalDomainPath lower-cases the registry host (DNS is case-insensitive), drops the
-// HTTPS default port (registry.example.com:443 is registry.example.com to a puller, so
-// registry-1.docker.io:443/library/nginx must not dodge docker.io/**) and folds every
-// Docker Hub alias to docker.io, adding library/ to official image names.
+// canonicalDomainPath lower-cases the registry host (DNS is case-insensitive) and folds
+// every Docker Hub alias to docker.io, adding library/ to official image names.
+//
+// A host with a port stays as written, the HTTPS default port included:
+// registry-1.docker.io:443/x is not folded to docker.io, although a puller reaches
+// Docker Hub with it. The fail-closed backstop matches image strings as written and
+// must agree with this function, so the two can only change together; until then,
+// policies name such spellings in their patterns (docs/policy.md).
 func canonicalDomainPath(domain, path string) (string, string) {
-	d := canonicalHost(domain)
+	d := strings.ToLower(domain)
 	if dockerHubAliases[d] {
 		d = DockerHub
 		if !strings.Contains(path, "/") {
@@ -75,9 +79,4 @@ func canonicalDomainPath(domain, path string) (string, string) {
 		}
 	}
 	return d, path
-}
-
-// canonicalHost is a registry host as pulls reach it: lower-case, without ":443".
-func canonicalHost(host string) string {
-	return strings.TrimSuffix(strings.ToLower(host), ":443")
 }

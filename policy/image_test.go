@@ -20,12 +20,13 @@ func TestNormalizeImage(t *testing.T) {
 		{"index.docker.io/library/nginx:1", Image{Name: "docker.io/library/nginx", Tag: "1"}},
 		{"registry-1.docker.io/library/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
 		{"registry-1.docker.io/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
-		{"registry-1.docker.io:443/library/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
+		// A port is part of the host as written, even HTTPS's default (see canonicalDomainPath).
+		{"registry-1.docker.io:443/library/nginx", Image{Name: "registry-1.docker.io:443/library/nginx", Tag: "latest"}},
 		{"Docker.IO/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
 		{"Index.Docker.IO/acme/app", Image{Name: "docker.io/acme/app", Tag: "latest"}},
 		{"acme/app", Image{Name: "docker.io/acme/app", Tag: "latest"}},
 		{"Registry.Example.COM/team/app:v1", Image{Name: "registry.example.com/team/app", Tag: "v1"}},
-		{"registry.example.com:443/team/app", Image{Name: "registry.example.com/team/app", Tag: "latest"}},
+		{"Registry.Example.com:443/team/app", Image{Name: "registry.example.com:443/team/app", Tag: "latest"}},
 		{"registry.example.com:5000/team/app", Image{Name: "registry.example.com:5000/team/app", Tag: "latest"}},
 		{"localhost:5000/x", Image{Name: "localhost:5000/x", Tag: "latest"}},
 		{"localhost/x", Image{Name: "localhost/x", Tag: "latest"}},
@@ -84,11 +85,13 @@ func TestImagePatterns(t *testing.T) {
 		miss    []string
 	}{
 		{"nginx", "docker.io/library/nginx",
-			[]string{"nginx", "nginx:1.25", "docker.io/library/nginx@" + dg, "index.docker.io/nginx", "registry-1.docker.io:443/library/nginx"},
-			[]string{"acme/nginx", "quay.io/nginx", "nginx-unprivileged"}},
+			[]string{"nginx", "nginx:1.25", "docker.io/library/nginx@" + dg, "index.docker.io/nginx", "registry-1.docker.io/library/nginx"},
+			[]string{"acme/nginx", "quay.io/nginx", "nginx-unprivileged", "registry-1.docker.io:443/library/nginx"}},
 		{"docker.io/**", "docker.io/**",
-			[]string{"nginx", "acme/app", "docker.io/a/b/c", "index.docker.io/x/y", "registry-1.docker.io/library/nginx", "registry-1.docker.io:443/x/y", "Docker.IO/x/y"},
-			[]string{"quay.io/a/b", "localhost:5000/x", "docker.io.evil.com/x", "registry.example.com/docker.io/x"}},
+			[]string{"nginx", "acme/app", "docker.io/a/b/c", "index.docker.io/x/y", "registry-1.docker.io/library/nginx", "Docker.IO/x/y"},
+			[]string{"quay.io/a/b", "localhost:5000/x", "docker.io.evil.com/x", "registry.example.com/docker.io/x", "registry-1.docker.io:443/x/y"}},
+		{"registry-1.docker.io:443/**", "registry-1.docker.io:443/**",
+			[]string{"registry-1.docker.io:443/library/nginx", "Registry-1.Docker.IO:443/x/y"}, []string{"nginx", "registry-1.docker.io/x/y"}},
 		{"index.docker.io/**", "docker.io/**", []string{"nginx", "acme/app"}, []string{"ghcr.io/x/y"}},
 		{"registry-1.docker.io/library/*", "docker.io/library/*", []string{"nginx", "docker.io/library/redis:7"}, []string{"acme/app"}},
 		{"docker.io/*", "docker.io/library/*", []string{"nginx"}, []string{"acme/app"}},
@@ -100,10 +103,12 @@ func TestImagePatterns(t *testing.T) {
 		{"**", "**", []string{"nginx", "localhost/x", "quay.io/a/b/c/d"}, nil},
 		{"*.example.com/**", "*.example.com/**", []string{"registry.example.com/a", "r2.example.com/a/b"}, []string{"example.com/a", "a.b.example.com.evil/x"}},
 		{"localhost:5000/x", "localhost:5000/x", []string{"localhost:5000/x", "LOCALHOST:5000/x:1"}, []string{"localhost/x", "localhost:5001/x", "docker.io/x"}},
-		{"registry.example.com:443/team/**", "registry.example.com/team/**", []string{"registry.example.com/team/a"}, nil},
+		{"registry.example.com:443/team/**", "registry.example.com:443/team/**", []string{"registry.example.com:443/team/a"}, []string{"registry.example.com/team/a"}},
 		{"nginx:1.25", "docker.io/library/nginx:1.25", []string{"nginx:1.25", "nginx:1.25@" + dg}, []string{"nginx", "nginx:1.26", "nginx@" + dg}},
 		{"nginx:1.*", "docker.io/library/nginx:1.*", []string{"nginx:1.25"}, []string{"nginx:2.0", "nginx"}},
-		{"nginx:*", "docker.io/library/nginx:*", []string{"nginx", "nginx:x"}, []string{"nginx@" + dg}},
+		// A digest-only reference has the empty tag, which "*" matches.
+		{"nginx:*", "docker.io/library/nginx:*", []string{"nginx", "nginx:x", "nginx@" + dg}, []string{"nginx-x:1"}},
+		{"nginx:?*", "docker.io/library/nginx:?*", []string{"nginx", "nginx:x"}, []string{"nginx@" + dg}},
 		{"nginx@" + dg, "docker.io/library/nginx@" + dg, []string{"nginx@" + dg, "nginx:1@" + dg}, []string{"nginx:1", "nginx@" + dg1}},
 		{"nginx:1@" + dg, "docker.io/library/nginx:1@" + dg, []string{"nginx:1@" + dg}, []string{"nginx:2@" + dg, "nginx@" + dg}},
 		{"localhost:5000/**:dev", "localhost:5000/**:dev", []string{"localhost:5000/a/b:dev"}, []string{"localhost:5000/a/b:prod"}},
@@ -223,7 +228,7 @@ func TestInitContainerImageDecides(t *testing.T) {
   - {name: trusted, runtimeClass: runc-rc, priority: 10, match: {allImages: ["registry.example.com/**"]}}
 `)
 	pod := Pod{Spec: PodSpec{
-		InitContainers: []Container{{Name: "fetch", Image: "registry-1.docker.io:443/curlimages/curl:8.8.0"}},
+		InitContainers: []Container{{Name: "fetch", Image: "registry-1.docker.io/curlimages/curl:8.8.0"}},
 		Containers:     []Container{{Name: "app", Image: "registry.example.com/app:1"}, {Name: "proxy", Image: "registry.example.com/proxy:1"}},
 	}}
 	f, err := pod.Facts("web", map[string]string{"kubernetes.io/metadata.name": "web"})

@@ -3,11 +3,11 @@ package policy
 // ImagePattern is a parsed, normalised image pattern, for tools that render patterns in
 // another language (the backstop's CEL). Segments are globs within one path segment, or
 // "**" spanning any number of segments ("**/**" is given as one "**"); the first is the
-// registry host, lower-cased and without ":443", unless it is "**".
+// registry host, lower-cased, unless it is "**".
 type ImagePattern struct {
 	Segments []string
-	// Tag is a glob on the tag. Empty matches any tag and images without one; a
-	// non-empty Tag matches only images that have a tag (not digest-only references).
+	// Tag is a glob on the tag; empty matches any tag (and images without one). A
+	// digest-only image has the empty tag, which only globs such as "*" match.
 	Tag string
 	// Digest must equal the image's digest; empty matches any.
 	Digest string
