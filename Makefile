@@ -68,6 +68,8 @@ $(TOOLS_BIN)/golangci-lint:
 fuzz: ## Run every fuzz target for FUZZTIME (default 60s) each
 	@for t in $$($(GO) test -list '^Fuzz' ./policy/ | grep ^Fuzz); do \
 	  echo "== policy $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./policy/; done
+	@for t in $$($(GO) test -list '^Fuzz' ./bootstrap/containerd/ | grep ^Fuzz); do \
+	  echo "== bootstrap/containerd $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./bootstrap/containerd/; done
 
 clean:
 	rm -rf $(BIN)

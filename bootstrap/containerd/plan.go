@@ -133,6 +133,9 @@ func PlanInstall(in Input) (*Plan, error) {
 		return nil, fmt.Errorf("%s: not valid TOML%s: %w", in.Main.Path, templateHint(in.Template), err)
 	}
 
+	if _, err := stringList(mainDoc["imports"]); err != nil {
+		return nil, fmt.Errorf("%s: imports: %w", in.Main.Path, err)
+	}
 	schema, err := mainSchema(in, data, mainDoc)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Main.Path, err)
@@ -305,7 +308,7 @@ func loadOrder(fsys fs.FS, mainPath string, mainDoc map[string]any, imports []st
 			continue
 		}
 		data, err := fs.ReadFile(fsys, strings.TrimPrefix(p, "/"))
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || isDir(fsys, p) {
 			continue // containerd's own validation reports a missing import
 		}
 		if err != nil {
@@ -344,6 +347,9 @@ func expandImports(fsys fs.FS, dir string, entries []string, dropIn string) ([]s
 	for _, e := range entries {
 		abs := resolveImport(dir, e)
 		if !hasMeta(abs) {
+			if strings.HasPrefix(dropIn, abs+"/") {
+				return nil, fmt.Errorf("imports: %q is a directory that holds isolator's drop-in; containerd imports files: use a glob such as %q", e, abs+"/*.toml")
+			}
 			out = append(out, abs)
 			continue
 		}
@@ -503,4 +509,11 @@ func deepCopyValue(v any) any {
 	default:
 		return v
 	}
+}
+
+// isDir reports whether p is a directory: containerd fails on such an import, and its own
+// validation says so; the planner skips it like a missing file.
+func isDir(fsys fs.FS, p string) bool {
+	st, err := fs.Stat(fsys, strings.TrimPrefix(p, "/"))
+	return err == nil && st.IsDir()
 }
