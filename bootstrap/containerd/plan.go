@@ -517,3 +517,48 @@ func isDir(fsys fs.FS, p string) bool {
 	st, err := fs.Stat(fsys, strings.TrimPrefix(p, "/"))
 	return err == nil && st.IsDir()
 }
+
+// CandidateMain returns the planned main config changed to load the drop-in from
+// candidate instead of the drop-in's real path, so that the host's containerd can
+// validate the result ("containerd --config X config dump") before anything live changes.
+// The candidate config must sit in the main config's directory, so that relative imports
+// resolve the same way.
+func (p *Plan) CandidateMain(candidate string, template bool) ([]byte, error) {
+	stripped := p.Main.Data
+	if template {
+		var err error
+		if stripped, err = stripActions(p.Main.Data); err != nil {
+			return nil, err
+		}
+	}
+	keys, err := scanRootKeys(stripped)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range keys.elements {
+		if resolveImport(path.Dir(p.Main.Path), e.value) != p.DropIn.Path {
+			continue
+		}
+		q, err := quoteEntry(candidate)
+		if err != nil {
+			return nil, err
+		}
+		out := append([]byte{}, p.Main.Data[:e.start]...)
+		out = append(out, q...)
+		return append(out, p.Main.Data[e.end:]...), nil
+	}
+	// An admin glob loads the drop-in: load the candidate as well, after it.
+	return insertImport(p.Main.Data, stripped, keys, candidate, template)
+}
+
+// WithImport returns config bytes (a rendered k3s/rke2 config) that also import extra.
+func WithImport(data []byte, extra string) ([]byte, error) {
+	keys, err := scanRootKeys(data)
+	if err != nil {
+		return nil, err
+	}
+	return insertImport(data, data, keys, extra, false)
+}
+
+// IsDropIn reports whether data is a drop-in isolator wrote.
+func IsDropIn(data []byte) bool { return bytes.HasPrefix(data, []byte(dropInHeader[:30])) }
