@@ -25,8 +25,8 @@ import (
 	"github.com/isolator-dev/isolator/bootstrap/artifacts"
 	"github.com/isolator-dev/isolator/bootstrap/containerd"
 	"github.com/isolator-dev/isolator/bootstrap/cri"
+	"github.com/isolator-dev/isolator/bootstrap/hostexec"
 	"github.com/isolator-dev/isolator/bootstrap/internal/atomicfile"
-	"github.com/isolator-dev/isolator/bootstrap/internal/hostexec"
 	"github.com/isolator-dev/isolator/bootstrap/nodestate"
 	"github.com/isolator-dev/isolator/bootstrap/restart"
 )
@@ -103,6 +103,8 @@ type Bootstrapper struct {
 	opts Options
 	art  artifacts.Installer
 	log  logr.Logger
+	// restarterFor, when set, builds the restarter from the detected host.
+	restarterFor func(*Host) restart.Restarter
 	// allowRestart, when set, rate-limits restarts (run mode).
 	allowRestart func() bool
 	// lastEvent deduplicates Events, so a node that keeps failing the same way in run
@@ -146,9 +148,19 @@ func (b *Bootstrapper) step(name string) {
 	}
 }
 
+// SetRestarter makes the restarter depend on the detected host (its socket, its unit).
+func (b *Bootstrapper) SetRestarter(f func(*Host) restart.Restarter) { b.restarterFor = f }
+
 // Detect finds the node's containerd.
 func (b *Bootstrapper) Detect(ctx context.Context) (*Host, error) {
-	return DetectHost(ctx, b.opts.HostRoot, b.opts.Exec, b.opts.ContainerdConfig, b.opts.ContainerdBinary)
+	h, err := DetectHost(ctx, b.opts.HostRoot, b.opts.Exec, b.opts.ContainerdConfig, b.opts.ContainerdBinary)
+	if err != nil {
+		return nil, err
+	}
+	if b.restarterFor != nil {
+		b.opts.Restarter = b.restarterFor(h)
+	}
+	return h, nil
 }
 
 // CRIEndpoint is the endpoint used to verify containerd.

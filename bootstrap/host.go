@@ -13,7 +13,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/isolator-dev/isolator/bootstrap/containerd"
-	"github.com/isolator-dev/isolator/bootstrap/internal/hostexec"
+	"github.com/isolator-dev/isolator/bootstrap/hostexec"
 )
 
 // Flavor is the kind of containerd installation on the node.

@@ -31,8 +31,8 @@ import (
 
 	"github.com/ulikunitz/xz"
 
+	"github.com/isolator-dev/isolator/bootstrap/hostexec"
 	"github.com/isolator-dev/isolator/bootstrap/internal/atomicfile"
-	"github.com/isolator-dev/isolator/bootstrap/internal/hostexec"
 )
 
 // Host paths of the installation.

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/isolator-dev/isolator/bootstrap/hostexec"
 	"github.com/isolator-dev/isolator/bootstrap/internal/fakekata"
-	"github.com/isolator-dev/isolator/bootstrap/internal/hostexec"
 )
 
 func TestStageActivateVerify(t *testing.T) {
