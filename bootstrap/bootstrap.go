@@ -279,6 +279,9 @@ func (b *Bootstrapper) Install(ctx context.Context) (*Report, error) {
 		log.Info("drop-in moves", "from", st.DropIn, "to", plan.DropIn.Path)
 	}
 	oldDropIn := st.DropIn
+	if _, err := os.Stat(b.hostPath(path.Dir(plan.DropIn.Path))); err != nil && st.DropIn != plan.DropIn.Path {
+		st.CreatedDropInDir = true
+	}
 	st.MainConfig, st.Template, st.DropIn = h.MainConfig, h.Template, plan.DropIn.Path
 	st.ArtifactsDir, st.ArtifactsDigest = res.Dir, res.Digest
 	if err := saveState(stateDir, st); err != nil {

@@ -28,8 +28,10 @@ type State struct {
 	ImportEntry string `json:"importEntry,omitempty"`
 	// CreatedMain is true when isolator created MainConfig because there was none.
 	CreatedMain bool `json:"createdMain,omitempty"`
-	// DropIn is the path of isolator's drop-in.
-	DropIn string `json:"dropIn,omitempty"`
+	// DropIn is the path of isolator's drop-in; CreatedDropInDir is true when isolator
+	// created its directory (uninstall removes it again when empty).
+	DropIn           string `json:"dropIn,omitempty"`
+	CreatedDropInDir bool   `json:"createdDropInDir,omitempty"`
 	// ArtifactsDir and ArtifactsDigest identify the active Kata version and its manifest.
 	ArtifactsDir    string `json:"artifactsDir,omitempty"`
 	ArtifactsDigest string `json:"artifactsDigest,omitempty"`

@@ -50,6 +50,9 @@ func (b *Bootstrapper) Uninstall(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return rep, err
 	}
+	if st.CreatedDropInDir {
+		b.removeCreatedDir(path.Dir(dropIn))
+	}
 	mainBefore, _ := readHostFile(b.opts.HostRoot, mainPath)
 	if err := b.removeFromMain(mainPath, template, st.ImportEntry, st.CreatedMain); err != nil {
 		return rep, fmt.Errorf("remove isolator's imports entry from %s: %w", mainPath, err)
@@ -97,6 +100,14 @@ func (b *Bootstrapper) removeDropIn(p string) (bool, error) {
 		return false, err
 	}
 	return true, nil
+}
+
+// removeCreatedDir removes the drop-in's directory when isolator created it and it is
+// empty; a directory that holds anything else stays.
+func (b *Bootstrapper) removeCreatedDir(dir string) {
+	if err := os.Remove(b.hostPath(dir)); err == nil {
+		_ = atomicfile.SyncDir(b.hostPath(path.Dir(dir)))
+	}
 }
 
 func defaultDropIn(mainPath string) string {
