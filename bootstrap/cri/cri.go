@@ -23,10 +23,16 @@ type Status struct {
 	// (containerd 2.x) and from the effective config.containerd.runtimes of the verbose
 	// info (containerd 1.6 and later).
 	Handlers map[string]bool
+	// Config is the verbose info's effective CRI config, as JSON.
+	Config string `json:"-"`
 }
 
 // callTimeout bounds one connection attempt and one Status call.
 const callTimeout = 5 * time.Second
+
+// pollInterval is how often WaitFor asks; it is also the resolution of the measured
+// restart downtime.
+const pollInterval = 25 * time.Millisecond
 
 // Query asks the CRI endpoint (unix:///run/containerd/containerd.sock) for its status.
 func Query(ctx context.Context, endpoint string) (*Status, error) {
@@ -59,6 +65,7 @@ func parseStatus(resp *runtimeapi.StatusResponse) (*Status, error) {
 		s.Handlers[h.GetName()] = true
 	}
 	if raw, ok := resp.GetInfo()["config"]; ok {
+		s.Config = raw
 		var cfg struct {
 			Containerd struct {
 				Runtimes map[string]json.RawMessage `json:"runtimes"`
@@ -83,7 +90,7 @@ var ErrTimeout = errors.New("timed out")
 func WaitFor(ctx context.Context, endpoint, handler string, served bool, timeout time.Duration) (*Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
+	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	var last error
 	for {

@@ -26,7 +26,7 @@ func TestParseStatus(t *testing.T) {
 		{
 			name: "containerd 1.6 verbose config",
 			resp: &runtimeapi.StatusResponse{Status: ready, Info: map[string]string{"config": `{"containerd":{"runtimes":{"kata":{"runtimeType":"io.containerd.kata.v2"},"runc":{}}}}`}},
-			want: &Status{RuntimeReady: true, Handlers: map[string]bool{"kata": true, "runc": true}},
+			want: &Status{RuntimeReady: true, Handlers: map[string]bool{"kata": true, "runc": true}, Config: `{"containerd":{"runtimes":{"kata":{"runtimeType":"io.containerd.kata.v2"},"runc":{}}}}`},
 		},
 		{
 			name: "not ready",

@@ -32,9 +32,18 @@ type Signal struct {
 // Describe names the restart.
 func (s Signal) Describe() string { return "SIGTERM to containerd (" + s.Address + ")" }
 
-// Restart stops containerd and waits until the process is gone.
+// ErrNotRunning means no containerd process was found: it is down already (crashing,
+// or between two starts of its supervisor), so there is nothing to stop.
+var ErrNotRunning = errors.New("no containerd process found")
+
+// Restart stops containerd and waits until the process is gone. When containerd is not
+// running it returns nil: its supervisor starts it with the config on disk, which is
+// what a restart is for.
 func (s Signal) Restart(ctx context.Context) error {
 	pid, err := s.FindPID()
+	if errors.Is(err, ErrNotRunning) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -132,7 +141,7 @@ func (s Signal) FindPID() (int, error) {
 	case len(matching) == 0 && len(all) == 1:
 		return all[0], nil
 	case len(all) == 0:
-		return 0, errors.New("no containerd process found in " + s.procRoot() + " (the DaemonSet needs hostPID: true)")
+		return 0, fmt.Errorf("%w in %s (the DaemonSet needs hostPID: true)", ErrNotRunning, s.procRoot())
 	default:
 		return 0, fmt.Errorf("%d containerd processes found (pids %v) and none or several listen on %s: pass --containerd-pid-file", len(all), all, s.Address)
 	}
