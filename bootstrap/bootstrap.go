@@ -307,7 +307,8 @@ func (b *Bootstrapper) Install(ctx context.Context) (*Report, error) {
 	if !changed {
 		// isolator's bytes are in place: restart only if the running containerd has not
 		// read them (an earlier run stopped before its restart).
-		if s, err := cri.Query(ctx, endpoint); err == nil && s.Handlers[containerd.HandlerKata] {
+		// Give a containerd that is just starting (an earlier run's restart) time first.
+		if s, err := cri.WaitReady(ctx, endpoint, min(b.opts.VerifyTimeout, 30*time.Second)); err == nil && s.Handlers[containerd.HandlerKata] {
 			needRestart = false
 		} else {
 			needRestart = true

@@ -65,7 +65,9 @@ func (b *Bootstrapper) Uninstall(ctx context.Context) (*Report, error) {
 	// config isolator just removed, before a crash); otherwise restart nothing.
 	endpoint := b.CRIEndpoint(h)
 	needRestart := rep.Changed
-	if s, err := cri.Query(ctx, endpoint); err == nil && s.Handlers[containerd.HandlerKata] {
+	if s, err := cri.WaitReady(ctx, endpoint, b.opts.VerifyTimeout); err != nil {
+		b.log.Error(err, "containerd is not ready; it reads the restored config when it starts")
+	} else if s.Handlers[containerd.HandlerKata] {
 		needRestart = true
 	}
 	if needRestart {

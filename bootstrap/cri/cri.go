@@ -110,3 +110,28 @@ func WaitFor(ctx context.Context, endpoint, handler string, served bool, timeout
 		}
 	}
 }
+
+// WaitReady polls endpoint until containerd's runtime is ready, or until timeout.
+func WaitReady(ctx context.Context, endpoint string, timeout time.Duration) (*Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	var last error
+	for {
+		st, err := Query(ctx, endpoint)
+		if err == nil && st.RuntimeReady {
+			return st, nil
+		}
+		if err != nil {
+			last = err
+		} else {
+			last = errors.New("runtime not ready")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for containerd at %s to be ready: %w (last: %w)", endpoint, ErrTimeout, last)
+		case <-tick.C:
+		}
+	}
+}

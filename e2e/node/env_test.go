@@ -308,9 +308,10 @@ func (r result) downtime() time.Duration {
 // isolator runs `isolator node <args>` in the host's namespace with signal restarts.
 func (h *host) isolator(env []string, args ...string) result {
 	h.t.Helper()
-	full := append([]string{"node"}, args...)
-	full = append(full, "--restart", "signal", "--cri-endpoint", h.endpoint(), "--state-dir", "/opt/isolator-state",
-		"--kvm-device", h.kvm, "--containerd-binary", h.containerd, "--verify-timeout", "20s")
+	// The test's own flags come after these defaults, so a test can override them.
+	full := []string{"node", args[0], "--restart", "signal", "--cri-endpoint", h.endpoint(), "--state-dir", "/opt/isolator-state",
+		"--kvm-device", h.kvm, "--containerd-binary", h.containerd, "--verify-timeout", "20s"}
+	full = append(full, args[1:]...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := h.command(ctx, isolatorBin, full...)
