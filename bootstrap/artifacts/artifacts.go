@@ -126,8 +126,10 @@ func (in Installer) Stage(src string) (*Result, error) {
 		return nil, err
 	}
 	dir := path.Join(VersionsDir, name)
-	if problems, err := VerifyDir(in.host(dir), digest); err != nil || len(problems) > 0 {
-		return nil, fmt.Errorf("artifacts in %s fail verification right after install: %v %v", dir, problems, err)
+	if problems, err := VerifyDir(in.host(dir), digest); err != nil {
+		return nil, fmt.Errorf("verify artifacts in %s: %w", dir, err)
+	} else if len(problems) > 0 {
+		return nil, fmt.Errorf("artifacts in %s fail verification right after install: %v", dir, problems)
 	}
 	return &Result{ID: id, Dir: dir, Digest: digest, Activate: dir != current}, nil
 }
