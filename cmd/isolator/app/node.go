@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-logr/logr/funcr"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -44,7 +43,7 @@ type nodeFlags struct {
 	verifyTimeout      time.Duration
 	interval           time.Duration
 	minRestartInterval time.Duration
-	verbosity          int
+	log                logOptions
 	output             string
 }
 
@@ -96,7 +95,7 @@ node itself; the DaemonSet mounts the node at /host and passes --host-root /host
 	pf.StringVar(&f.stateDir, "state-dir", bootstrap.DefaultStateDir, "host path of isolator's state directory")
 	pf.StringVar(&f.kvmDevice, "kvm-device", "/dev/kvm", "KVM device that must exist before Kata is installed (a path as isolator sees it)")
 	pf.DurationVar(&f.verifyTimeout, "verify-timeout", 2*time.Minute, "how long to wait for containerd to serve the kata handler after a restart")
-	pf.IntVarP(&f.verbosity, "v", "v", 0, "log verbosity")
+	f.log.addFlags(pf)
 
 	install := &cobra.Command{
 		Use:   "install",
@@ -234,7 +233,11 @@ func (f *nodeFlags) bootstrapper(s streams, needArtifacts bool) (*bootstrap.Boot
 	if err != nil {
 		return nil, usageError("%v", err)
 	}
-	log := funcr.NewJSON(func(obj string) { fmt.Fprintln(s.err, obj) }, funcr.Options{Verbosity: f.verbosity, LogTimestamp: true}).WithName("node")
+	log, err := f.log.setup(s.err)
+	if err != nil {
+		return nil, err
+	}
+	log = log.WithName("node")
 	var r restart.Restarter = restart.None{}
 	if mode == restart.ModeSystemd {
 		r = restart.Systemd{HostRoot: f.hostRoot}

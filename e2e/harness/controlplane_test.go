@@ -1,0 +1,92 @@
+package harness
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestCheckComponents(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      []Component
+		want    []Component
+		wantErr string
+	}{
+		{name: "empty means all", in: nil, want: AllComponents},
+		{name: "all", in: []Component{ControllerManager, Etcd, APIServer}, want: AllComponents},
+		{name: "without controller-manager", in: []Component{Etcd, APIServer}, want: []Component{Etcd, APIServer}},
+		{name: "etcd only", in: []Component{Etcd}, want: []Component{Etcd}},
+		{name: "gap", in: []Component{Etcd, ControllerManager}, wantErr: "Options.Components: kube-controller-manager needs kube-apiserver; add it"},
+		{name: "unknown", in: []Component{"kube-scheduler"}, wantErr: `Options.Components: unknown component "kube-scheduler"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := checkComponents(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFindBinariesSaysHowToBuildThem(t *testing.T) {
+	dir := t.TempDir()
+	_, err := findBinaries(Options{Components: AllComponents, ToolsBin: dir})
+	want := "kube-apiserver not found in " + dir + ": run `make tools`"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+	_, err = findBinaries(Options{Components: AllComponents, EtcdPath: filepath.Join(dir, "etcd")})
+	if err == nil || !strings.Contains(err.Error(), "Options.EtcdPath") {
+		t.Fatalf("err = %v, want it to name Options.EtcdPath", err)
+	}
+}
+
+func TestSanitizeName(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{in: "TestSmoke", want: "TestSmoke"},
+		{in: "TestPolicy/kata_for_tenant-a", want: filepath.Join("TestPolicy", "kata_for_tenant-a")},
+		{in: `TestX/"quoted" name`, want: filepath.Join("TestX", "_quoted__name")},
+		{in: "../../etc", want: "etc"},
+		{in: "/", want: "_"},
+	}
+	for _, tt := range tests {
+		if got := sanitizeName(tt.in); got != tt.want {
+			t.Errorf("sanitizeName(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestCopyDir(t *testing.T) {
+	src := t.TempDir()
+	files := map[string]string{"etcd.log": "e", "kube-apiserver.log": "a", filepath.Join("webhook", "isolator.log"): "w"}
+	for name, data := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(src, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dest := filepath.Join(t.TempDir(), "artifacts", "TestX")
+	if err := copyDir(src, dest); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range files {
+		if got := string(readFile(t, filepath.Join(dest, name))); got != data {
+			t.Errorf("%s = %q, want %q", name, got, data)
+		}
+	}
+}

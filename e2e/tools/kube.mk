@@ -1,0 +1,33 @@
+# Kubernetes control plane for the e2e tests: kube-apiserver, kube-controller-manager and
+# kubectl, built from k8s.io/kubernetes by the module in e2e/tools/kube, and etcd from
+# Debian's etcd-server package.
+#
+# The binaries are rebuilt only when missing or when e2e/tools/kube/go.mod or go.sum
+# changed: a stamp named after their content sits next to the binaries.
+
+KUBE_VERSION := v1.37.2
+KUBE_TOOLS_DIR := $(CURDIR)/e2e/tools/kube
+KUBE_TOOLS := kube-apiserver kube-controller-manager kubectl
+KUBE_MOD_SUM := $(shell cat $(KUBE_TOOLS_DIR)/go.mod $(KUBE_TOOLS_DIR)/go.sum | sha256sum | cut -c1-16)
+KUBE_STAMP := $(TOOLS_BIN)/.kube-tools-$(KUBE_MOD_SUM)
+# Without these the binaries report v0.0.0-master, and `kubectl version` and the
+# apiserver's /version would not say what they are.
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 \
+  -X k8s.io/component-base/version.gitTreeState=clean
+
+.PHONY: etcd-check
+tools: etcd-check $(addprefix $(TOOLS_BIN)/,$(KUBE_TOOLS))
+
+etcd-check:
+	@command -v etcd >/dev/null 2>&1 || test -x /usr/bin/etcd || { \
+	  echo "tools: etcd not found: the e2e tests run a real etcd; install it with" \
+	    "'apt-get install etcd-server' (.ci/run does this)" >&2; exit 1; }
+
+$(KUBE_STAMP):
+	@mkdir -p $(TOOLS_BIN)
+	@rm -f $(TOOLS_BIN)/.kube-tools-*
+	@touch $@
+
+$(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kube-controller-manager $(TOOLS_BIN)/kubectl: $(KUBE_STAMP)
+	@$(KUBE_TOOLS_DIR)/build.sh $@ k8s.io/kubernetes/cmd/$(notdir $@) $(KUBE_VERSION) '$(KUBE_LDFLAGS)'
