@@ -38,6 +38,7 @@ func (b *Bootstrapper) Run(ctx context.Context, ro RunOptions) error {
 	if ro.ShutdownTimeout <= 0 {
 		ro.ShutdownTimeout = 2 * time.Minute
 	}
+	b.log.Info("node bootstrapper running", "interval", ro.Interval, "minRestartInterval", ro.MinRestartInterval)
 	var lastRestart time.Time
 	b.allowRestart = func() bool {
 		return lastRestart.IsZero() || time.Since(lastRestart) >= ro.MinRestartInterval
