@@ -312,6 +312,18 @@ func TestRunSIGTERM(t *testing.T) {
 		st, qerr := cri.Query(context.Background(), h.endpoint())
 		return err == nil && qerr == nil && st.Handlers["kata"]
 	})
+	// Drift: someone damages a Kata binary; run installs an intact copy and swaps /opt/kata.
+	before, err := os.Readlink(filepath.Join(h.opt, "kata"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(h.opt, "kata", "bin", "kata-runtime"), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "damaged artifacts replaced", func() bool {
+		after, err := os.Readlink(filepath.Join(h.opt, "kata"))
+		return err == nil && after != before
+	})
 	waitFor(t, "event "+nodestate.ReasonDrift, func() bool { return slices.Contains(c.reasons(t, "node-r"), nodestate.ReasonDrift) })
 	p.terminate(t)
 	if ok, _ := h.served(); !ok || c.node(t, "node-r").Labels[nodestate.LabelRuntime] != "true" {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/isolator-dev/isolator/bootstrap"
+	"github.com/isolator-dev/isolator/internal/fakekata"
 )
 
 // TestInstallUninstall is the whole life of a node on each containerd: install, one
@@ -72,7 +73,9 @@ func TestInstallUninstall(t *testing.T) {
 					t.Errorf("/opt/%s still exists after uninstall", p)
 				}
 			}
-			_ = optBefore
+			if got := tree(t, h.opt); !slices.Equal(withoutContainerdOpt(got), withoutContainerdOpt(optBefore)) {
+				t.Errorf("/opt after uninstall = %v, want %v", got, optBefore)
+			}
 			// Uninstall is idempotent: a second one changes and restarts nothing.
 			u2 := h.mustIsolator("uninstall")
 			if !strings.Contains(u2.out, "changed false, containerd restarted false") || h.sup.Starts() != 3 {
@@ -270,4 +273,52 @@ func fill(t *testing.T, p string, freePages int) {
 	if err := f.Truncate(size - size%4096 - int64(freePages)*4096); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestUpgradeSwapsWithoutRestart installs three Kata releases in a row. The containerd
+// config names /opt/kata, which only changes its target, so no upgrade restarts
+// containerd; the previous version stays for running VMs and older ones are pruned.
+func TestUpgradeSwapsWithoutRestart(t *testing.T) {
+	h := newHost(t, runtimes(t)[0])
+	h.writeDefaultConfig()
+	h.startContainerd(nil)
+	var dirs []string
+	for i, v := range []string{"3.1.0", "3.2.0", "3.3.0"} {
+		tarball, err := fakekata.Release{Version: v}.WriteTarball(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.mustIsolator("install", "--artifacts", tarball)
+		target, err := os.Readlink(filepath.Join(h.opt, "kata"))
+		if err != nil || !strings.Contains(target, v) {
+			t.Fatalf("/opt/kata -> %q, %v; want version %s", target, err, v)
+		}
+		dirs = append(dirs, filepath.Base(target))
+		if want := 2; h.sup.Starts() != want {
+			t.Errorf("after installing %s containerd started %d times, want %d (only the first install restarts)", v, h.sup.Starts(), want)
+		}
+		entries, _ := os.ReadDir(filepath.Join(h.opt, "kata-versions"))
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		want := dirs[max(0, i-1):]
+		if !slices.Equal(names, want) {
+			t.Errorf("after installing %s versions on disk = %v, want %v (active and previous)", v, names, want)
+		}
+	}
+	if ok, _ := h.served(); !ok {
+		t.Error("kata not served after the upgrades")
+	}
+}
+
+// withoutContainerdOpt drops /opt/containerd, which containerd's own opt plugin creates.
+func withoutContainerdOpt(entries []string) []string {
+	var out []string
+	for _, e := range entries {
+		if !strings.HasPrefix(e, "containerd") {
+			out = append(out, e)
+		}
+	}
+	return out
 }
