@@ -98,6 +98,9 @@ type host struct {
 	kvm        string
 	tarball    string
 	sup        *supervisor
+	// runDir, when set, is bound over /run for isolator (not containerd): the systemd
+	// test puts its D-Bus socket there.
+	runDir string
 }
 
 func newHost(t *testing.T, rt runtimeSpec) *host {
@@ -137,7 +140,15 @@ func newHost(t *testing.T, rt runtimeSpec) *host {
 
 // command runs name with args in the host's mount namespace.
 func (h *host) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return h.commandWithRun(ctx, "", name, args...)
+}
+
+// commandWithRun is command with runDir bound over /run as well, when not empty.
+func (h *host) commandWithRun(ctx context.Context, runDir, name string, args ...string) *exec.Cmd {
 	script := fmt.Sprintf("mount --bind %s /etc/containerd && mount --bind %s /opt && exec \"$@\"", h.etc, h.opt)
+	if runDir != "" {
+		script = fmt.Sprintf("mount --bind %s /run && %s", runDir, script)
+	}
 	full := append([]string{"--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", name}, args...)
 	return exec.CommandContext(ctx, "unshare", full...)
 }
@@ -257,6 +268,15 @@ func (s *supervisor) loop() {
 	}
 }
 
+// restart stops the running containerd; the loop starts it again.
+func (s *supervisor) restart() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	}
+}
+
 // Starts returns how many times containerd was started.
 func (s *supervisor) Starts() int {
 	s.mu.Lock()
@@ -314,7 +334,7 @@ func (h *host) isolator(env []string, args ...string) result {
 	full = append(full, args[1:]...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := h.command(ctx, isolatorBin, full...)
+	cmd := h.commandWithRun(ctx, h.runDir, isolatorBin, full...)
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
