@@ -53,8 +53,14 @@ func (b *Bootstrapper) Uninstall(ctx context.Context) (*Report, error) {
 	if st.CreatedDropInDir {
 		b.removeCreatedDir(path.Dir(dropIn))
 	}
+	// Without a recorded entry (state lost), an exact import of isolator's own drop-in is
+	// still isolator's: a stale import of a deleted file would stop containerd 1.x.
+	entry := st.ImportEntry
+	if entry == "" {
+		entry = dropIn
+	}
 	mainBefore, _ := readHostFile(b.opts.HostRoot, mainPath)
-	if err := b.removeFromMain(mainPath, template, st.ImportEntry, st.CreatedMain); err != nil {
+	if err := b.removeFromMain(mainPath, template, entry, st.CreatedMain); err != nil {
 		return rep, fmt.Errorf("remove isolator's imports entry from %s: %w", mainPath, err)
 	}
 	mainAfter, _ := readHostFile(b.opts.HostRoot, mainPath)

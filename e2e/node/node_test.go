@@ -322,3 +322,23 @@ func withoutContainerdOpt(entries []string) []string {
 	}
 	return out
 }
+
+// TestUninstallWithoutState: the state directory is lost after an install. Uninstall
+// still removes isolator's drop-in and its imports entry, so containerd is not left
+// importing a file that no longer exists.
+func TestUninstallWithoutState(t *testing.T) {
+	h := newHost(t, runtimes(t)[0])
+	original := h.writeDefaultConfig()
+	h.startContainerd(nil)
+	h.mustIsolator("install", "--artifacts", h.tarball)
+	if err := os.RemoveAll(filepath.Join(h.opt, "isolator-state")); err != nil {
+		t.Fatal(err)
+	}
+	h.mustIsolator("uninstall")
+	if got := h.config(); !bytes.Equal(got, original) {
+		t.Errorf("config after a stateless uninstall differs:\n%s", got)
+	}
+	if ok, _ := h.served(); ok {
+		t.Error("kata still served")
+	}
+}
