@@ -141,6 +141,14 @@ var planCases = []planCase{
 		want:  planWant{err: "/etc/containerd/conf.d/zz-admin.toml is read after isolator's drop-in"},
 	},
 	{
+		name: "imports-not-array", main: "imports-not-array.toml",
+		want: planWant{err: "imports: must be an array of strings"},
+	},
+	{
+		name: "import-directory", main: "import-directory.toml",
+		want: planWant{err: `is a directory that holds isolator's drop-in; containerd imports files: use a glob such as "/etc/containerd/conf.d/*.toml"`},
+	},
+	{
 		name: "v2-kata-defined", main: "v2-kata-defined.toml",
 		want: planWant{err: `already defines a "kata" runtime handler`},
 	},
@@ -420,5 +428,15 @@ func checkGolden(t *testing.T, name string, got []byte) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s differs from the golden file (UPDATE_GOLDEN=1 refreshes it)\n got:\n%s\nwant:\n%s", p, got, want)
+	}
+}
+
+func BenchmarkPlanInstall(b *testing.B) {
+	in, _ := caseInput(b, planCases[0]) // containerd 1.6 default: the largest drop-in
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := PlanInstall(in); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -342,3 +342,28 @@ func TestUninstallWithoutState(t *testing.T) {
 		t.Error("kata still served")
 	}
 }
+
+// TestValidationRejectsBeforeWriting: the admin's config parses as TOML but containerd
+// cannot load it (a string where containerd wants a number). The host's containerd
+// rejects the candidate in `config dump`, so nothing is written and nothing restarts.
+func TestValidationRejectsBeforeWriting(t *testing.T) {
+	h := newHost(t, runtimes(t)[0])
+	h.writeDefaultConfig()
+	h.startContainerd(nil)
+	// containerd already runs with the good config; the admin then breaks the file.
+	broken := append([]byte("version = 2\noom_score = \"high\"\n"), []byte("[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"x\"\n")...)
+	h.writeConfig(broken)
+	r := h.isolator(nil, "install", "--artifacts", h.tarball)
+	if r.exit != 1 || !strings.Contains(r.err, "containerd rejects the candidate config") {
+		t.Fatalf("install: exit %d\n%s", r.exit, tail(r.err, 5))
+	}
+	if got := h.config(); !bytes.Equal(got, broken) {
+		t.Errorf("config changed although validation failed")
+	}
+	if _, err := os.Stat(filepath.Join(h.etc, "conf.d")); !os.IsNotExist(err) {
+		t.Errorf("drop-in directory written although validation failed: %v", err)
+	}
+	if h.sup.Starts() != 1 {
+		t.Errorf("containerd restarted (%d starts) although validation failed", h.sup.Starts())
+	}
+}
