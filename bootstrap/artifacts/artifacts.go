@@ -1,10 +1,15 @@
 // Package artifacts installs the Kata Containers static release on a node.
 //
-// Each release goes into its own directory under /opt/kata-versions, and /opt/kata is a
-// symlink to the active one, swapped atomically. Files are never rewritten in place, so
-// a running shim never meets "Text file busy", and a running VM keeps its binaries until
-// the previous version is pruned (after the new one is verified). A sha256 manifest
-// written at install time lets later runs detect and repair damaged files.
+// Each release goes into its own directory, /opt/kata/.versions/<version>-<hash>, and
+// /opt/kata/current is a symlink to the active one, swapped atomically (a rename). The
+// release's top-level entries are reached through fixed symlinks, /opt/kata/bin ->
+// current/bin and so on, so the paths containerd and Kata's own configuration name
+// (/opt/kata/bin/containerd-shim-kata-v2, /opt/kata/share/...) switch to a new version
+// all at once. Files are never rewritten in place, so a running shim never meets "Text
+// file busy", and a running VM keeps its binaries until the previous version is pruned
+// (after the new one is verified). /opt/kata itself stays a plain directory, so it can be
+// a mount point. A sha256 manifest written at install time lets later runs detect and
+// repair damaged files.
 package artifacts
 
 import (
@@ -37,8 +42,9 @@ import (
 
 // Host paths of the installation.
 const (
-	KataDir     = "/opt/kata"          // symlink to the active version; containerd's config names paths under it
-	VersionsDir = "/opt/kata-versions" // one directory per installed version
+	KataDir     = "/opt/kata"           // containerd's config and Kata's name paths under it
+	VersionsDir = "/opt/kata/.versions" // one directory per installed version
+	CurrentLink = "/opt/kata/current"   // symlink to the active version
 	// ManifestName is the manifest inside each version directory: "sha256  path" lines
 	// for files and "symlink target  path" lines for links, sorted by path.
 	ManifestName = ".isolator-manifest"
@@ -69,11 +75,11 @@ func (in Installer) host(p string) string { return filepath.Join(in.HostRoot, p)
 // ./opt/kata) into a version directory and verifies it. An intact copy of the same
 // content is reused, so a rerun stages nothing.
 func (in Installer) Stage(src string) (*Result, error) {
-	versions := in.host(VersionsDir)
-	if err := os.MkdirAll(versions, 0o755); err != nil {
+	if err := in.checkKataDirIsOurs(); err != nil {
 		return nil, err
 	}
-	if err := in.checkKataDirIsOurs(); err != nil {
+	versions := in.host(VersionsDir)
+	if err := os.MkdirAll(versions, 0o755); err != nil {
 		return nil, err
 	}
 	staging, err := os.MkdirTemp(versions, ".staging-")
@@ -134,34 +140,97 @@ func (in Installer) Stage(src string) (*Result, error) {
 	return &Result{ID: id, Dir: dir, Digest: digest, Activate: dir != current}, nil
 }
 
-// checkKataDirIsOurs refuses to replace an /opt/kata that isolator did not create.
+// checkKataDirIsOurs refuses to take over an /opt/kata that another installation owns:
+// everything in it must be isolator's (.versions, current, symlinks into current/).
 func (in Installer) checkKataDirIsOurs() error {
-	st, err := os.Lstat(in.host(KataDir))
+	dir := in.host(KataDir)
+	st, err := os.Lstat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if st.Mode()&fs.ModeSymlink == 0 {
-		return fmt.Errorf("%s exists and is not isolator's symlink (another Kata installation?): move it away or uninstall it, then rerun", KataDir)
+	if !st.IsDir() {
+		return fmt.Errorf("%s exists and is not a directory: move it away, then rerun", KataDir)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var foreign []string
+	for _, e := range entries {
+		if e.Name() == path.Base(VersionsDir) || e.Name() == path.Base(CurrentLink) {
+			continue
+		}
+		if target, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(target, path.Base(CurrentLink)+"/") {
+			continue
+		}
+		foreign = append(foreign, e.Name())
+	}
+	if len(foreign) > 0 {
+		return fmt.Errorf("%s holds files isolator did not install (%s): another Kata installation? Remove it, then rerun", KataDir, strings.Join(foreign, ", "))
 	}
 	return nil
 }
 
-// Activate points /opt/kata at dir atomically.
+// Activate points /opt/kata/current at dir atomically, then makes sure /opt/kata/<entry>
+// leads through current/ for every top-level entry of the release.
 func (in Installer) Activate(dir string) error {
-	rel, err := filepath.Rel(path.Dir(KataDir), dir)
+	rel, err := filepath.Rel(KataDir, dir)
 	if err != nil {
 		return err
 	}
-	return atomicfile.Symlink(rel, in.host(KataDir))
+	if err := atomicfile.Symlink(rel, in.host(CurrentLink)); err != nil {
+		return err
+	}
+	return in.linkEntries(dir)
 }
 
-// Current returns the version directory /opt/kata points at (as the host sees it), or
-// "" when there is none.
+// linkEntries creates /opt/kata/<name> -> current/<name> for the release's entries and
+// removes such links whose target the release no longer has.
+func (in Installer) linkEntries(dir string) error {
+	release, err := os.ReadDir(in.host(dir))
+	if err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	for _, e := range release {
+		if e.Name() != ManifestName {
+			want[e.Name()] = true
+		}
+	}
+	existing, err := os.ReadDir(in.host(KataDir))
+	if err != nil {
+		return err
+	}
+	for _, e := range existing {
+		link := filepath.Join(in.host(KataDir), e.Name())
+		target, err := os.Readlink(link)
+		if err != nil || !strings.HasPrefix(target, path.Base(CurrentLink)+"/") || want[e.Name()] {
+			continue
+		}
+		if err := atomicfile.Remove(link); err != nil {
+			return err
+		}
+	}
+	for name := range want {
+		link := filepath.Join(in.host(KataDir), name)
+		target := path.Join(path.Base(CurrentLink), name)
+		if cur, err := os.Readlink(link); err == nil && cur == target {
+			continue
+		}
+		if err := atomicfile.Symlink(target, link); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Current returns the version directory /opt/kata/current points at (as the host sees
+// it), or "" when there is none.
 func (in Installer) Current() (string, error) {
-	target, err := os.Readlink(in.host(KataDir))
+	target, err := os.Readlink(in.host(CurrentLink))
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
@@ -169,22 +238,40 @@ func (in Installer) Current() (string, error) {
 		return "", err
 	}
 	if !path.IsAbs(target) {
-		target = path.Join(path.Dir(KataDir), target)
+		target = path.Join(KataDir, target)
 	}
 	return target, nil
 }
 
 // Verify re-hashes the active version against its manifest and the digest recorded at
-// install time. It returns the problems found; none means intact.
+// install time, and checks the links into it. It returns the problems found; none means
+// intact.
 func (in Installer) Verify(digest string) ([]string, error) {
 	current, err := in.Current()
 	if err != nil {
 		return nil, err
 	}
 	if current == "" {
-		return []string{KataDir + " is missing"}, nil
+		return []string{CurrentLink + " is missing"}, nil
 	}
-	return VerifyDir(in.host(current), digest)
+	problems, err := VerifyDir(in.host(current), digest)
+	if err != nil {
+		return nil, err
+	}
+	release, err := os.ReadDir(in.host(current))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range release {
+		if e.Name() == ManifestName {
+			continue
+		}
+		want := path.Join(path.Base(CurrentLink), e.Name())
+		if got, err := os.Readlink(filepath.Join(in.host(KataDir), e.Name())); err != nil || got != want {
+			problems = append(problems, fmt.Sprintf("%s/%s does not link to %s", KataDir, e.Name(), want))
+		}
+	}
+	return problems, nil
 }
 
 // Prune removes every version directory except keep (the active one and the one before
@@ -209,24 +296,43 @@ func (in Installer) Prune(keep ...string) error {
 	return atomicfile.SyncDir(in.host(VersionsDir))
 }
 
-// Remove deletes /opt/kata and every version. Idempotent.
+// Remove deletes isolator's links, every version and /opt/kata itself when nothing else
+// is left in it. Idempotent.
 func (in Installer) Remove() error {
 	if err := in.checkKataDirIsOurs(); err != nil {
 		return err
 	}
-	if err := atomicfile.Remove(in.host(KataDir)); err != nil {
+	entries, err := os.ReadDir(in.host(KataDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
 		return err
+	}
+	// Links first, so nothing resolves into a half-removed version.
+	for _, e := range entries {
+		if e.Name() == path.Base(VersionsDir) {
+			continue
+		}
+		if err := atomicfile.Remove(filepath.Join(in.host(KataDir), e.Name())); err != nil {
+			return err
+		}
 	}
 	if err := os.RemoveAll(in.host(VersionsDir)); err != nil {
 		return err
 	}
-	return atomicfile.SyncDir(in.host(path.Dir(VersionsDir)))
+	// /opt/kata may be a mount point (the DaemonSet mounts it): then it stays, empty.
+	if err := os.Remove(in.host(KataDir)); err == nil {
+		return atomicfile.SyncDir(in.host(path.Dir(KataDir)))
+	}
+	return atomicfile.SyncDir(in.host(KataDir))
 }
 
 // Check runs kata-runtime check where the release ships it (through Exec, chrooted into
 // the host root, since kata-runtime reads host paths).
 func (in Installer) Check(ctx context.Context) (ran bool, err error) {
 	bin := path.Join(KataDir, "bin", "kata-runtime")
+	// Through the links, so it is the active version's.
 	if _, err := os.Stat(in.host(bin)); err != nil {
 		return false, nil
 	}

@@ -61,12 +61,26 @@ func TestStageActivateVerify(t *testing.T) {
 			if err != nil || !strings.Contains(string(shim), "3.2.0") {
 				t.Fatalf("shim through /opt/kata: %q %v", shim, err)
 			}
-			link, err := os.Readlink(filepath.Join(host, "opt", "kata-versions", res.ID, "share", "kata-containers", "vmlinux.container"))
+			link, err := os.Readlink(filepath.Join(host, VersionsDir, res.ID, "share", "kata-containers", "vmlinux.container"))
 			if err != nil || link != "vmlinux-6.1.62-fake" {
 				t.Errorf("symlink in release = %q %v", link, err)
 			}
 			if problems, err := in.Verify(res.Digest); err != nil || len(problems) != 0 {
 				t.Fatalf("Verify after install: %v %v", problems, err)
+			}
+			for _, name := range []string{"bin", "libexec", "share"} {
+				if got, err := os.Readlink(filepath.Join(host, KataDir, name)); err != nil || got != "current/"+name {
+					t.Errorf("/opt/kata/%s -> %q, %v; want current/%s", name, got, err, name)
+				}
+			}
+			if err := os.Remove(filepath.Join(host, KataDir, "libexec")); err != nil {
+				t.Fatal(err)
+			}
+			if problems, _ := in.Verify(res.Digest); strings.Join(problems, ";") != "/opt/kata/libexec does not link to current/libexec" {
+				t.Errorf("Verify with a missing link = %q", problems)
+			}
+			if err := in.Activate(res.Dir); err != nil {
+				t.Fatal(err)
 			}
 
 			// Same content again: nothing staged, nothing to activate.
@@ -116,7 +130,7 @@ func TestStageActivateVerify(t *testing.T) {
 			if err := in.Remove(); err != nil {
 				t.Fatalf("second Remove: %v", err)
 			}
-			for _, p := range []string{KataDir, VersionsDir} {
+			for _, p := range []string{KataDir, VersionsDir, CurrentLink} {
 				if _, err := os.Lstat(filepath.Join(host, p)); !os.IsNotExist(err) {
 					t.Errorf("%s still exists after Remove", p)
 				}
@@ -166,11 +180,11 @@ func TestStageErrors(t *testing.T) {
 			return p
 		}, "kata-static-<version>-<arch>.tar.xz"},
 		{"directory without opt/kata", func(t *testing.T, _ string) string { return t.TempDir() }, "./opt/kata/bin"},
-		{"foreign /opt/kata", func(t *testing.T, host string) string {
+		{"foreign /opt/kata", func(t *testing.T, host string) string { // a manual Kata install
 			_ = os.MkdirAll(filepath.Join(host, "opt", "kata", "bin"), 0o755)
 			p, _ := fakekata.Release{Version: "1"}.WriteTarball(t.TempDir())
 			return p
-		}, "not isolator's symlink"},
+		}, "holds files isolator did not install (bin)"},
 		{"corrupt xz", func(t *testing.T, _ string) string {
 			p := filepath.Join(t.TempDir(), "kata-static-3.2.0-amd64.tar.xz")
 			_ = os.WriteFile(p, []byte("not xz"), 0o644)

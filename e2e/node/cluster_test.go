@@ -312,8 +312,9 @@ func TestRunSIGTERM(t *testing.T) {
 		st, qerr := cri.Query(context.Background(), h.endpoint())
 		return err == nil && qerr == nil && st.Handlers["kata"]
 	})
-	// Drift: someone damages a Kata binary; run installs an intact copy and swaps /opt/kata.
-	before, err := os.Readlink(filepath.Join(h.opt, "kata"))
+	// Drift: someone damages a Kata binary; run installs an intact copy and swaps
+	// /opt/kata/current.
+	before, err := os.Readlink(filepath.Join(h.opt, "kata", "current"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +322,7 @@ func TestRunSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "damaged artifacts replaced", func() bool {
-		after, err := os.Readlink(filepath.Join(h.opt, "kata"))
+		after, err := os.Readlink(filepath.Join(h.opt, "kata", "current"))
 		return err == nil && after != before
 	})
 	waitFor(t, "event "+nodestate.ReasonDrift, func() bool { return slices.Contains(c.reasons(t, "node-r"), nodestate.ReasonDrift) })

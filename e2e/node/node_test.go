@@ -68,7 +68,7 @@ func TestInstallUninstall(t *testing.T) {
 			if got := tree(t, h.etc); !slices.Equal(got, etcBefore) {
 				t.Errorf("/etc/containerd after uninstall = %v, want %v", got, etcBefore)
 			}
-			for _, p := range []string{"kata", "kata-versions", "isolator-state"} {
+			for _, p := range []string{"kata", "isolator-state"} {
 				if _, err := os.Lstat(filepath.Join(h.opt, p)); !os.IsNotExist(err) {
 					t.Errorf("/opt/%s still exists after uninstall", p)
 				}
@@ -276,7 +276,8 @@ func fill(t *testing.T, p string, freePages int) {
 }
 
 // TestUpgradeSwapsWithoutRestart installs three Kata releases in a row. The containerd
-// config names /opt/kata, which only changes its target, so no upgrade restarts
+// config names /opt/kata/bin/..., which leads through /opt/kata/current, and only that
+// link changes its target, so no upgrade restarts
 // containerd; the previous version stays for running VMs and older ones are pruned.
 func TestUpgradeSwapsWithoutRestart(t *testing.T) {
 	h := newHost(t, runtimes(t)[0])
@@ -289,15 +290,15 @@ func TestUpgradeSwapsWithoutRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.mustIsolator("install", "--artifacts", tarball)
-		target, err := os.Readlink(filepath.Join(h.opt, "kata"))
+		target, err := os.Readlink(filepath.Join(h.opt, "kata", "current"))
 		if err != nil || !strings.Contains(target, v) {
-			t.Fatalf("/opt/kata -> %q, %v; want version %s", target, err, v)
+			t.Fatalf("/opt/kata/current -> %q, %v; want version %s", target, err, v)
 		}
 		dirs = append(dirs, filepath.Base(target))
 		if want := 2; h.sup.Starts() != want {
 			t.Errorf("after installing %s containerd started %d times, want %d (only the first install restarts)", v, h.sup.Starts(), want)
 		}
-		entries, _ := os.ReadDir(filepath.Join(h.opt, "kata-versions"))
+		entries, _ := os.ReadDir(filepath.Join(h.opt, "kata", ".versions"))
 		var names []string
 		for _, e := range entries {
 			names = append(names, e.Name())
