@@ -107,6 +107,7 @@ type Bootstrapper struct {
 	restarterFor func(*Host) restart.Restarter
 	// allowRestart, when set, rate-limits restarts (run mode).
 	allowRestart func() bool
+	metrics      *Metrics
 	// lastEvent deduplicates Events, so a node that keeps failing the same way in run
 	// mode does not flood the API.
 	lastEvent map[string]string
@@ -147,6 +148,9 @@ func (b *Bootstrapper) step(name string) {
 		b.opts.AtStep(name)
 	}
 }
+
+// SetMetrics makes the bootstrapper record its metrics in m.
+func (b *Bootstrapper) SetMetrics(m *Metrics) { b.metrics = m }
 
 // SetRestarter makes the restarter depend on the detected host (its socket, its unit).
 func (b *Bootstrapper) SetRestarter(f func(*Host) restart.Restarter) { b.restarterFor = f }
@@ -193,6 +197,12 @@ func (b *Bootstrapper) plan(h *Host) (*containerd.Plan, error) {
 // serves the kata handler. Running it again on an installed node changes nothing and
 // restarts nothing.
 func (b *Bootstrapper) Install(ctx context.Context) (*Report, error) {
+	rep, err := b.install(ctx)
+	b.metrics.install(err)
+	return rep, err
+}
+
+func (b *Bootstrapper) install(ctx context.Context) (*Report, error) {
 	h, err := b.Detect(ctx)
 	if err != nil {
 		return nil, err
@@ -319,7 +329,7 @@ func (b *Bootstrapper) Install(ctx context.Context) (*Report, error) {
 		return rep, ErrRestartDeferred
 	}
 	if needRestart {
-		down, err := b.restartAndWait(ctx, endpoint, true)
+		down, err := b.restartAndWait(ctx, endpoint, true, "install")
 		rep.Restarted, rep.Downtime = true, down
 		if err != nil {
 			if _, isNone := b.opts.Restarter.(restart.None); isNone {
@@ -450,14 +460,16 @@ func lastLine(s string) string {
 
 // restartAndWait restarts containerd and waits until CRI is ready and the kata handler
 // is served (wantKata) or not served. It returns the downtime.
-func (b *Bootstrapper) restartAndWait(ctx context.Context, endpoint string, wantKata bool) (time.Duration, error) {
+func (b *Bootstrapper) restartAndWait(ctx context.Context, endpoint string, wantKata bool, reason string) (time.Duration, error) {
 	start := time.Now()
 	if err := b.opts.Restarter.Restart(ctx); err != nil {
 		return time.Since(start), fmt.Errorf("restart containerd: %w", err)
 	}
 	b.step(StepRestarted)
 	_, err := cri.WaitFor(ctx, endpoint, containerd.HandlerKata, wantKata, b.opts.VerifyTimeout)
-	return time.Since(start), err
+	down := time.Since(start)
+	b.metrics.restart(reason, down)
+	return down, err
 }
 
 // rollback puts back the config from before this install, restarts containerd onto it
@@ -466,7 +478,7 @@ func (b *Bootstrapper) rollback(ctx context.Context, h *Host, st *State, endpoin
 	b.log.Error(cause, "containerd did not come back serving the kata handler; rolling back its config")
 	err := b.restoreConfig(h, st)
 	if err == nil {
-		_, err = b.restartAndWait(ctx, endpoint, st.Pending != nil && st.Pending.DropInExisted)
+		_, err = b.restartAndWait(ctx, endpoint, st.Pending != nil && st.Pending.DropInExisted, "rollback")
 		if err != nil && errors.Is(err, cri.ErrTimeout) {
 			// Ready without kata is what the restored config serves when the previous
 			// drop-in did not work either; readiness is what matters here.

@@ -75,6 +75,7 @@ func (b *Bootstrapper) reconcile(ctx context.Context, lastRestart *time.Time) er
 		return err
 	}
 	if st.Installed {
+		b.metrics.repaired()
 		b.event(ctx, corev1.EventTypeNormal, nodestate.ReasonDrift, fmt.Sprintf("repaired drift: %v (containerd restarted: %v)", describeDrift(st), rep.Restarted))
 	}
 	return nil

@@ -21,6 +21,12 @@ import (
 // byte-identical to before the install. Each step is idempotent, so rerunning after a
 // crash converges.
 func (b *Bootstrapper) Uninstall(ctx context.Context) (*Report, error) {
+	rep, err := b.uninstall(ctx)
+	b.metrics.uninstall(err)
+	return rep, err
+}
+
+func (b *Bootstrapper) uninstall(ctx context.Context) (*Report, error) {
 	h, err := b.Detect(ctx)
 	if err != nil {
 		return nil, err
@@ -77,7 +83,7 @@ func (b *Bootstrapper) Uninstall(ctx context.Context) (*Report, error) {
 		needRestart = true
 	}
 	if needRestart {
-		down, err := b.restartAndWait(ctx, endpoint, false)
+		down, err := b.restartAndWait(ctx, endpoint, false, "uninstall")
 		rep.Restarted, rep.Downtime = true, down
 		if err != nil {
 			return rep, fmt.Errorf("after removing isolator's config: %w", err)

@@ -79,14 +79,16 @@ func (n *Node) RuntimeLabel(ctx context.Context) (string, bool, error) {
 	return v, ok, nil
 }
 
-// RemoveStartupTaint removes isolator.dev/kata-not-ready when the node has it.
+// RemoveStartupTaint removes isolator.dev/kata-not-ready when the node has it. It
+// patches (the DaemonSet's RBAC grants patch, not update), with the resourceVersion it
+// read, so a concurrent change to the taints is retried rather than overwritten.
 func (n *Node) RemoveStartupTaint(ctx context.Context) (removed bool, err error) {
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		node, err := n.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		kept := node.Spec.Taints[:0:0]
+		kept := []corev1.Taint{}
 		for _, t := range node.Spec.Taints {
 			if t.Key != TaintNotReady {
 				kept = append(kept, t)
@@ -95,8 +97,14 @@ func (n *Node) RemoveStartupTaint(ctx context.Context) (removed bool, err error)
 		if len(kept) == len(node.Spec.Taints) {
 			return nil
 		}
-		node.Spec.Taints = kept
-		_, err = n.Client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{FieldManager: component})
+		patch, err := json.Marshal(map[string]any{
+			"metadata": map[string]any{"resourceVersion": node.ResourceVersion},
+			"spec":     map[string]any{"taints": kept},
+		})
+		if err != nil {
+			return err
+		}
+		_, err = n.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: component})
 		removed = err == nil
 		return err
 	})

@@ -5,6 +5,9 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,15 +25,16 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/isolator-dev/isolator/bootstrap/cri"
 	"github.com/isolator-dev/isolator/bootstrap/nodestate"
 	"github.com/isolator-dev/isolator/e2e/harness"
 )
 
-// nodeUser is the identity the bootstrapper runs as, with only the RBAC that
-// docs/node.md lists for the isolator-node ServiceAccount.
-const nodeUser = "isolator-node-e2e"
+// nodeUser is the identity the bootstrapper runs as: the isolator-node ServiceAccount,
+// with exactly the RBAC of manifests/node/rbac.yaml.
+const nodeUser = "system:serviceaccount:isolator-system:isolator-node"
 
 // cluster is a real kube-apiserver (with etcd) and a kubeconfig for the bootstrapper.
 type cluster struct {
@@ -49,29 +53,11 @@ func startCluster(t *testing.T) *cluster {
 	})
 	ctx := context.Background()
 	client := cp.Client()
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "isolator-node"},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch", "update"}},
-			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
-			{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: []string{"get"}},
-		},
-	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "isolator-node"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "isolator-node"},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: nodeUser}},
-	}
-	if _, err := client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "isolator-system"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	kc, err := cp.UserKubeconfig(nodeUser)
+	applyRBAC(t, client, filepath.Join("..", "..", "manifests", "node", "rbac.yaml"))
+	kc, err := cp.UserKubeconfig(nodeUser, "system:serviceaccounts", "system:serviceaccounts:isolator-system")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,6 +312,11 @@ func TestRunSIGTERM(t *testing.T) {
 		return err == nil && after != before
 	})
 	waitFor(t, "event "+nodestate.ReasonDrift, func() bool { return slices.Contains(c.reasons(t, "node-r"), nodestate.ReasonDrift) })
+	waitFor(t, "metrics of the repairs", func() bool {
+		m := p.scrape(t)
+		return strings.Contains(m, "isolator_node_ready 1") && strings.Contains(m, "isolator_node_drift_repairs_total 2") &&
+			strings.Contains(m, `isolator_node_containerd_restarts_total{reason="install"} 2`)
+	})
 	p.terminate(t)
 	if ok, _ := h.served(); !ok || c.node(t, "node-r").Labels[nodestate.LabelRuntime] != "true" {
 		t.Fatal("a rollout SIGTERM removed isolator from the node")
@@ -362,9 +353,25 @@ func TestRunSIGTERM(t *testing.T) {
 }
 
 type runProcess struct {
-	cmd    *exec.Cmd
-	pid    int
-	stderr *syncBuffer
+	cmd     *exec.Cmd
+	pid     int
+	stderr  *syncBuffer
+	metrics string // URL of its /metrics
+}
+
+// scrape returns the process's metrics text.
+func (p *runProcess) scrape(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get(p.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
 }
 
 // syncBuffer is a bytes.Buffer safe for the exec copier and the test to share.
@@ -388,16 +395,22 @@ func (b *syncBuffer) String() string {
 // startRun starts `isolator node run` in the host's namespace.
 func (h *host) startRun(t *testing.T, c *cluster, node string) *runProcess {
 	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
 	cmd := h.command(context.Background(), isolatorBin, "node", "run", "--restart", "signal", "--cri-endpoint", h.endpoint(),
 		"--state-dir", "/opt/isolator-state", "--kvm-device", h.kvm, "--containerd-binary", h.containerd,
 		"--artifacts", h.tarball, "--node-name", node, "--kubeconfig", c.kubeconfig,
-		"--interval", "300ms", "--min-restart-interval", "0s")
+		"--interval", "300ms", "--min-restart-interval", "0s", "--metrics-bind-address", addr)
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &runProcess{cmd: cmd, pid: cmd.Process.Pid, stderr: stderr}
+	p := &runProcess{cmd: cmd, pid: cmd.Process.Pid, stderr: stderr, metrics: "http://" + addr + "/metrics"}
 	t.Cleanup(func() { _ = syscall.Kill(p.pid, syscall.SIGKILL); _ = cmd.Wait() })
 	// Its SIGTERM handler is in place once it logs that it runs.
 	waitFor(t, "isolator node run to start", func() bool { return strings.Contains(stderr.String(), "node bootstrapper running") })
@@ -438,5 +451,41 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	})
 	if err != nil {
 		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// applyRBAC creates the RBAC objects of a manifest file as they ship.
+func applyRBAC(t *testing.T, client kubernetes.Interface, file string) {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, doc := range strings.Split(string(data), "\n---") {
+		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		switch o := obj.(type) {
+		case *corev1.ServiceAccount:
+			_, err = client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			_, err = client.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRoleBinding:
+			_, err = client.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.Role:
+			_, err = client.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.RoleBinding:
+			_, err = client.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		default:
+			t.Fatalf("%s: unexpected %T", file, obj)
+		}
+		if err != nil {
+			t.Fatalf("%s: create %T: %v", file, obj, err)
+		}
 	}
 }

@@ -1,16 +1,22 @@
 package app
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -43,6 +49,8 @@ type nodeFlags struct {
 	verifyTimeout      time.Duration
 	interval           time.Duration
 	minRestartInterval time.Duration
+	shutdownTimeout    time.Duration
+	metricsAddr        string
 	log                logOptions
 	output             string
 }
@@ -90,7 +98,7 @@ node itself; the DaemonSet mounts the node at /host and passes --host-root /host
 	pf.StringVar(&f.criEndpoint, "cri-endpoint", "", "CRI endpoint to verify containerd on (default: unix://<host-root><containerd socket>)")
 	pf.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name, for labels, taint and Events (default $NODE_NAME, set from the downward API); empty runs without a cluster")
 	pf.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config)")
-	pf.StringVar(&f.namespace, "namespace", "isolator-system", "namespace of the isolator-node DaemonSet")
+	pf.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "isolator-system"), "namespace of the isolator-node DaemonSet (default $POD_NAMESPACE, else isolator-system)")
 	pf.StringVar(&f.daemonSet, "daemonset", "isolator-node", "name of the DaemonSet that runs this bootstrapper, for the rollout-or-removal decision on SIGTERM")
 	pf.StringVar(&f.stateDir, "state-dir", bootstrap.DefaultStateDir, "host path of isolator's state directory")
 	pf.StringVar(&f.kvmDevice, "kvm-device", "/dev/kvm", "KVM device that must exist before Kata is installed (a path as isolator sees it)")
@@ -184,7 +192,15 @@ rollout and everything stays, so running Kata pods are not disturbed.`,
 			if err != nil {
 				return err
 			}
-			if err := b.Run(cmd.Context(), bootstrap.RunOptions{Interval: f.interval, MinRestartInterval: f.minRestartInterval}); err != nil {
+			if f.metricsAddr != "0" && f.metricsAddr != "" {
+				stop, err := serveNodeMetrics(cmd.Context(), b, f.metricsAddr)
+				if err != nil {
+					return failure(err)
+				}
+				defer stop()
+			}
+			ro := bootstrap.RunOptions{Interval: f.interval, MinRestartInterval: f.minRestartInterval, ShutdownTimeout: f.shutdownTimeout}
+			if err := b.Run(cmd.Context(), ro); err != nil {
 				return failure(err)
 			}
 			return nil
@@ -192,8 +208,17 @@ rollout and everything stays, so running Kata pods are not disturbed.`,
 	}
 	run.Flags().DurationVar(&f.interval, "interval", time.Minute, "how often to check for drift")
 	run.Flags().DurationVar(&f.minRestartInterval, "min-restart-interval", 5*time.Minute, "least time between two containerd restarts for repairs")
+	run.Flags().StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address to serve Prometheus metrics on (/metrics); 0 turns them off")
+	run.Flags().DurationVar(&f.shutdownTimeout, "shutdown-timeout", 50*time.Second, "bound on the uninstall after SIGTERM when the DaemonSet no longer selects the node (keep it below terminationGracePeriodSeconds)")
 	cmd.AddCommand(install, uninstall, status, run)
 	return cmd
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
 
 func durationNote(d time.Duration) string {
@@ -304,4 +329,25 @@ func crashHook(step string) func(string) {
 			select {} // SIGKILL cannot be caught; wait for it to land
 		}
 	}
+}
+
+// serveNodeMetrics serves the bootstrapper's metrics (and Go/process metrics) on addr
+// until stop is called.
+func serveNodeMetrics(ctx context.Context, b *bootstrap.Bootstrapper, addr string) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	b.SetMetrics(bootstrap.NewMetrics(reg))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-bind-address %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() {
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+	}, nil
 }
