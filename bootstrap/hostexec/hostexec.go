@@ -8,6 +8,7 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 )
 
 // Runner runs binaries of the host whose filesystem is at Root.
@@ -27,6 +28,10 @@ func (r Runner) Command(ctx context.Context, name string, args ...string) *exec.
 	case r.Direct:
 		return exec.CommandContext(ctx, filepath.Join(root, name), args...)
 	default:
-		return exec.CommandContext(ctx, "chroot", append([]string{root, name}, args...)...)
+		// chroot(2) from Go, not the chroot binary: the node image need not ship one.
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root}
+		cmd.Dir = "/"
+		return cmd
 	}
 }
