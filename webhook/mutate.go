@@ -97,7 +97,7 @@ func (m *PodMutator) decide(ctx context.Context, req *podRequest) admission.Resp
 		facts, err = pod.Facts(ns, nsLabels)
 	}
 	if err != nil {
-		return m.finish(start, admission.Denied("isolator: "+err.Error()), nil)
+		return m.finish(start, admission.Denied("isolator: "+err.Error()), nil, true)
 	}
 	// A class that isolator set itself in an earlier pass (reinvocation) is not the
 	// user's choice: decide afresh. A pod that fakes the annotation only gets decided.
@@ -107,7 +107,11 @@ func (m *PodMutator) decide(ctx context.Context, req *podRequest) admission.Resp
 	}
 	d := m.Policy().Evaluate(&facts)
 	if ownClass && d.Action == policy.ActionSet && d.RuntimeClass == *pod.Spec.RuntimeClassName {
+		// The apiserver calls again after the in-tree RuntimeClass plugin added the
+		// class's overhead and scheduling: the decision stands, and it was counted the
+		// first time.
 		d.Action = policy.ActionKeep
+		return m.finish(start, m.respond(ctx, pod, &d, ownClass), &d, false)
 	}
 	resp := m.respond(ctx, pod, &d, ownClass)
 	switch d.Action {
@@ -117,7 +121,7 @@ func (m *PodMutator) decide(ctx context.Context, req *podRequest) admission.Resp
 		ctrl.LoggerFrom(ctx).Info("runtime class replaced", "namespace", ns, "pod", pod.DisplayName(), "rule", d.Rule,
 			"from", *pod.Spec.RuntimeClassName, "to", d.RuntimeClass)
 	}
-	return m.finish(start, resp, &d)
+	return m.finish(start, resp, &d, true)
 }
 
 func (m *PodMutator) respond(ctx context.Context, pod *policy.Pod, d *policy.Decision, ownClass bool) admission.Response {
@@ -194,16 +198,20 @@ func patchFor(op, class, rule string, hasAnnotations bool) []byte {
 	return []byte(b.String())
 }
 
-func (m *PodMutator) finish(start time.Time, resp admission.Response, d *policy.Decision) admission.Response {
+// finish records the time taken and, when count is set, the decision: d nil is a pod
+// refused before any rule applied (an invalid image reference).
+func (m *PodMutator) finish(start time.Time, resp admission.Response, d *policy.Decision, count bool) admission.Response {
 	if m.Metrics == nil {
 		return resp
 	}
-	if d != nil {
+	switch {
+	case !count:
+	case d != nil:
 		m.Metrics.Decisions.WithLabelValues(d.RuntimeClass, d.Rule, string(d.Action)).Inc()
 		if d.Audit.Action != "" {
 			m.Metrics.AuditDecisions.WithLabelValues(d.Audit.RuntimeClass, d.Audit.Rule, string(d.Audit.Action)).Inc()
 		}
-	} else {
+	default:
 		m.Metrics.Decisions.WithLabelValues("", "", string(policy.ActionDeny)).Inc()
 	}
 	m.Metrics.DecisionDuration.Observe(time.Since(start).Seconds())
