@@ -34,10 +34,7 @@ const (
 var cp *harness.ControlPlane
 
 func TestMain(m *testing.M) {
-	// kube-apiserver v1.37.2 refuses a loopback advertise address with the default
-	// endpoint reconciler; these tests need no kubernetes Service endpoints.
-	opts := harness.Options{APIServerFlags: []string{"--endpoint-reconciler-type=none"}}
-	os.Exit(harness.RunTests(m, opts, &cp, installCRDs))
+	os.Exit(harness.RunTests(m, harness.Options{}, &cp, installCRDs))
 }
 
 // moduleDir downloads a module with the go command (from the module cache when it is
