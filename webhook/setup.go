@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/isolator-dev/isolator/policy"
+	"github.com/isolator-dev/isolator/webhook/backstop"
 )
 
 // CacheOptions limits the manager's cache to what the webhook reads: policy ConfigMaps
@@ -64,6 +65,9 @@ type Options struct {
 	CertLoaded func() bool
 	// Metrics default to NewMetrics registered with controller-runtime's registry.
 	Metrics *Metrics
+	// Backstop reconciles the fail-closed ValidatingAdmissionPolicy backstop from every
+	// new policy, on the leader.
+	Backstop bool
 }
 
 // Webhook is the admission side wired into a manager.
@@ -110,6 +114,15 @@ func Setup(mgr manager.Manager, opts Options) (*Webhook, error) {
 	}})
 	if err := mgr.Add(w); err != nil {
 		return nil, err
+	}
+	if opts.Backstop {
+		// The store swaps in its first policy only after a full list of the ConfigMaps,
+		// so the backstop is never replaced by that of an empty policy at start-up.
+		rec := backstop.NewReconciler(mgr.GetClient(), ctrl.Log.WithName("backstop"), backstop.Options{Namespace: opts.Namespace})
+		if err := mgr.Add(rec); err != nil {
+			return nil, err
+		}
+		w.Store.OnSwap(rec.Update)
 	}
 	if err := mgr.AddReadyzCheck("isolator", w.ReadyCheck); err != nil {
 		return nil, err

@@ -81,6 +81,15 @@ func TestHotReload(t *testing.T) {
 		if err := waitRules(ctx, 6); err != nil {
 			t.Error(err)
 		}
+		// The backstop follows the webhook through the apiserver's informer: wait
+		// until the relaxed policy is in force there too.
+		err := harness.WaitFor(ctx, 30*time.Second, "the backstop to drop the removed rule", func(ctx context.Context) (bool, error) {
+			got, err := dryRunClass(ctx, newPod("plain", "probe", "registry.example.com/team/svc:1"))
+			return got == "runc-rc", err
+		})
+		if err != nil {
+			t.Error(err)
+		}
 	})
 	probe := newPod("plain", "probe", "registry.example.com/team/svc:1")
 	if got, err := dryRunClass(ctx, probe); err != nil || got != "runc-rc" {
