@@ -4,6 +4,7 @@ package manifests
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -66,17 +67,13 @@ func TestNodeAgentChangesOnlyItsOwnNode(t *testing.T) {
 	if err := label(ctx, "node-a", "isolator.dev/kata-runtime", "true", false); err != nil {
 		t.Fatalf("isolator-node can't mark its own node ready: %v", err)
 	}
-	// Lifting the startup taint, as the bootstrapper does: get, drop that one taint,
-	// update. The node lifecycle controller adds taints of its own to these kubelet-less
-	// nodes; removing one of those is refused.
+	// Lifting the startup taint, as the bootstrapper does: get, drop that one taint, and
+	// patch with the resourceVersion read. The node lifecycle controller adds taints of
+	// its own to these kubelet-less nodes; removing one of those would be refused.
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		n, err := agent.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		n.Spec.Taints = slices.DeleteFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == "isolator.dev/kata-not-ready" })
-		_, err = agent.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
-		return err
+		return patchNode(ctx, agent, "node-a", false, func(n *corev1.Node) {
+			n.Spec.Taints = slices.DeleteFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == "isolator.dev/kata-not-ready" })
+		})
 	})
 	if err != nil {
 		t.Fatalf("isolator-node can't lift its startup taint: %v", err)
@@ -102,13 +99,7 @@ func TestNodeAgentChangesOnlyItsOwnNode(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-				n, err := agent.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
-				if err != nil {
-					return err
-				}
-				tc.change(n)
-				_, err = agent.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
-				return err
+				return patchNode(ctx, agent, "node-a", true, tc.change)
 			})
 			if err == nil {
 				t.Fatal("allowed")
@@ -118,6 +109,34 @@ func TestNodeAgentChangesOnlyItsOwnNode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// patchNode reads the node, changes it and writes back the changed taints, labels,
+// annotations and unschedulable flag with a merge patch that carries the
+// resourceVersion read (so a concurrent change is a conflict, as for an update).
+func patchNode(ctx context.Context, c kubernetes.Interface, name string, dryRun bool, change func(*corev1.Node)) error {
+	n, err := c.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	change(n)
+	taints := n.Spec.Taints
+	if taints == nil {
+		taints = []corev1.Taint{}
+	}
+	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": n.ResourceVersion, "labels": n.Labels, "annotations": n.Annotations},
+		"spec":     map[string]any{"taints": taints, "unschedulable": n.Spec.Unschedulable},
+	})
+	if err != nil {
+		return err
+	}
+	opts := metav1.PatchOptions{}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	_, err = c.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, opts)
+	return err
 }
 
 // agentClient authenticates as isolator-node's service account with a token bound to a
