@@ -245,5 +245,5 @@ func ExampleImage() {
 	p, _ := policy.ParseImagePattern("registry.example.com/platform/**")
 	re, _, _ := Image(p)
 	fmt.Println(re)
-	// Output: ^(?i:registry\.example\.com)/platform(?:/[\-.0-9_a-z]+(?:/[\-.0-9_a-z]+)*)?(?::[-.\w]+)?(?:@[-+.:\w]+)?$
+	// Output: ^(?:(?i:registry\.example\.com))(?::443)?/platform(?:/[\-.0-9_a-z]+(?:/[\-.0-9_a-z]+)*)?(?::[-.\w]+)?(?:@[-+.:\w]+)?$
 }
