@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -88,5 +89,41 @@ func TestCopyDir(t *testing.T) {
 		if got := string(readFile(t, filepath.Join(dest, name))); got != data {
 			t.Errorf("%s = %q, want %q", name, got, data)
 		}
+	}
+}
+
+type recordingLogger struct{ lines []string }
+
+func (r *recordingLogger) Logf(format string, args ...any) {
+	r.lines = append(r.lines, fmt.Sprintf(format, args...))
+}
+
+func TestSaveArtifacts(t *testing.T) {
+	artifacts := t.TempDir()
+	t.Setenv("ISOLATOR_E2E_ARTIFACTS", artifacts)
+	cp := &ControlPlane{logDir: t.TempDir()}
+	if err := os.WriteFile(cp.LogPath(APIServer), []byte("apiserver log"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var l recordingLogger
+	saveArtifacts(&l, cp, "TestWebhook/tenant a")
+
+	want := filepath.Join(artifacts, "TestWebhook", "tenant_a")
+	if got := string(readFile(t, filepath.Join(want, "kube-apiserver.log"))); got != "apiserver log" {
+		t.Errorf("saved log = %q", got)
+	}
+	if len(l.lines) != 1 || l.lines[0] != "control plane logs saved in "+want {
+		t.Errorf("messages = %q, want one saying where the logs are", l.lines)
+	}
+}
+
+func TestArtifactsDirIsInTheSourceTree(t *testing.T) {
+	t.Setenv("ISOLATOR_E2E_ARTIFACTS", "")
+	dir := ArtifactsDir()
+	if !strings.HasSuffix(dir, filepath.Join("e2e", "_artifacts")) {
+		t.Fatalf("ArtifactsDir = %s, want <module root>/e2e/_artifacts", dir)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(filepath.Dir(dir)), "go.mod")); err != nil {
+		t.Errorf("%s is not under the module root: %v", dir, err)
 	}
 }
