@@ -145,7 +145,7 @@ func start(ctx context.Context, opts Options) (*ControlPlane, error) {
 		return nil, err
 	}
 
-	workDir, err := os.MkdirTemp("", "isolator-e2e-")
+	workDir, err := makeTempDir(os.TempDir(), "work")
 	if err != nil {
 		return nil, fmt.Errorf("control plane work directory: %w", err)
 	}
@@ -267,7 +267,7 @@ func (cp *ControlPlane) startEtcd(ctx context.Context, bin string, clientPort, p
 // etcdDataDir puts etcd's data in memory when /dev/shm is there: Debian's etcd 3.4 has no
 // --unsafe-no-fsync, and fsync on a disk shared with compiles makes every write slow.
 func etcdDataDir(workDir string) (string, error) {
-	if dir, err := os.MkdirTemp("/dev/shm", "isolator-e2e-etcd-"); err == nil {
+	if dir, err := makeTempDir("/dev/shm", "etcd"); err == nil {
 		return dir, nil
 	}
 	dir := filepath.Join(workDir, "etcd")

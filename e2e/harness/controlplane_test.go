@@ -127,3 +127,30 @@ func TestArtifactsDirIsInTheSourceTree(t *testing.T) {
 		t.Errorf("%s is not under the module root: %v", dir, err)
 	}
 }
+
+func TestSweepStaleTempDirs(t *testing.T) {
+	parent := t.TempDir()
+	// A pid above the kernel's maximum (4194304) never belongs to a live process.
+	dead := filepath.Join(parent, tempPrefix+"99999999-etcd-123")
+	alive := filepath.Join(parent, fmt.Sprintf("%s%d-work-456", tempPrefix, os.Getpid()))
+	foreign := filepath.Join(parent, "isolator-e2e-99999999")
+	for _, dir := range []string{dead, alive, foreign} {
+		if err := os.MkdirAll(filepath.Join(dir, "member"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh, err := makeTempDir(parent, "etcd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{dead: false, alive: true, foreign: true, fresh: true}
+	for dir, exists := range want {
+		_, err := os.Stat(dir)
+		if got := err == nil; got != exists {
+			t.Errorf("%s exists = %v, want %v", filepath.Base(dir), got, exists)
+		}
+	}
+	if !strings.HasPrefix(filepath.Base(fresh), fmt.Sprintf("%s%d-etcd-", tempPrefix, os.Getpid())) {
+		t.Errorf("new directory %s is not named after this process", fresh)
+	}
+}
