@@ -106,8 +106,11 @@ type ControlPlane struct {
 	restConfig  *rest.Config
 	client      kubernetes.Interface
 
-	mu      sync.Mutex
-	procs   map[Component]*Process
+	mu    sync.Mutex
+	procs map[Component]*Process
+	// extra are processes started against the control plane (isolator webhooks); they
+	// stop first.
+	extra   []*Process
 	specs   map[Component]ProcessSpec
 	ready   map[Component]ReadyCheck
 	stopped bool
@@ -579,6 +582,9 @@ func (cp *ControlPlane) stopProcesses() error {
 	defer cp.mu.Unlock()
 	cp.stopped = true
 	var errs []error
+	for _, p := range cp.extra {
+		errs = append(errs, p.Stop(DefaultStopGrace))
+	}
 	for _, c := range slices.Backward(AllComponents) {
 		if p := cp.procs[c]; p != nil {
 			errs = append(errs, p.Stop(DefaultStopGrace))

@@ -56,9 +56,21 @@ func startBudget(opts Options) time.Duration {
 // code for os.Exit. It starts the control plane, stores it in *cp for the tests, runs
 // them, and stops it. When a test failed, the component logs are copied to
 // e2e/_artifacts/<package directory>/.
-func RunTests(m *testing.M, opts Options, cp **ControlPlane) int {
+//
+// Each setup function runs once after the start, before the tests (e.g. to start and
+// register the webhook); a setup error fails the package with the logs saved.
+func RunTests(m *testing.M, opts Options, cp **ControlPlane, setup ...func(context.Context, *ControlPlane) error) int {
 	ctx, cancel := context.WithTimeout(context.Background(), startBudget(opts))
 	started, err := start(ctx, opts)
+	for _, fn := range setup {
+		if err != nil {
+			break
+		}
+		if err = fn(ctx, started); err != nil {
+			err = fmt.Errorf("setup: %w", err)
+			_ = started.stopProcesses()
+		}
+	}
 	cancel()
 	name := packageArtifactName()
 	if err != nil {

@@ -76,6 +76,7 @@ It is one binary with several roles:
 	root.AddCommand(
 		newVersionCommand(s),
 		newPolicyCommand(s),
+		newWebhookCommand(s),
 	)
 	return root
 }

@@ -1,0 +1,98 @@
+package certs
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+)
+
+// Names of the key pair files in the certificate directory (a kubernetes.io/tls Secret).
+const (
+	CertFile = "tls.crt"
+	KeyFile  = "tls.key"
+	CAFile   = "ca.crt"
+)
+
+// ErrNotLoaded is returned to TLS handshakes before the first key pair is loaded.
+var ErrNotLoaded = errors.New("isolator: serving certificate not loaded yet")
+
+// FileSource serves the key pair kept in a directory. It waits for the files to appear
+// (a Secret volume may be populated after start), then reloads them whenever they change,
+// including the kubelet's atomic ..data symlink swap. A pair that fails to parse (a
+// half-written update) is ignored and the previous one keeps serving.
+type FileSource struct {
+	Dir string
+	// Interval is how often the files are re-read in addition to file events.
+	Interval time.Duration
+	Log      logr.Logger
+
+	watcher atomic.Pointer[certwatcher.CertWatcher]
+}
+
+// NewFileSource serves tls.crt and tls.key from dir.
+func NewFileSource(dir string, log logr.Logger) *FileSource {
+	return &FileSource{Dir: dir, Interval: 2 * time.Second, Log: log}
+}
+
+// GetCertificate is a tls.Config.GetCertificate.
+func (f *FileSource) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	w := f.watcher.Load()
+	if w == nil {
+		return nil, ErrNotLoaded
+	}
+	return w.GetCertificate(hello)
+}
+
+// Loaded reports whether a key pair has been loaded.
+func (f *FileSource) Loaded() bool { return f.watcher.Load() != nil }
+
+// Start waits for the key pair, loads it, and watches it until ctx ends.
+func (f *FileSource) Start(ctx context.Context) error {
+	certPath, keyPath := filepath.Join(f.Dir, CertFile), filepath.Join(f.Dir, KeyFile)
+	var w *certwatcher.CertWatcher
+	lastLog := time.Time{}
+	for {
+		var err error
+		w, err = certwatcher.New(certPath, keyPath)
+		if err == nil {
+			break
+		}
+		if time.Since(lastLog) > 10*time.Second {
+			f.Log.Info("waiting for the serving certificate", "dir", f.Dir, "problem", err.Error(),
+				"hint", "mount the isolator-webhook-tls Secret there (cert-manager mode) or run with --cert-mode=self")
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	if f.Interval > 0 {
+		w = w.WithWatchInterval(f.Interval)
+	}
+	f.watcher.Store(w)
+	f.Log.Info("serving certificate loaded", "dir", f.Dir)
+	if err := w.Start(ctx); err != nil {
+		return fmt.Errorf("watching the serving certificate in %s: %w", f.Dir, err)
+	}
+	return nil
+}
+
+// NeedLeaderElection is false: every replica serves.
+func (f *FileSource) NeedLeaderElection() bool { return false }
+
+// Exists reports whether dir already holds a key pair.
+func Exists(dir string) bool {
+	_, err1 := os.Stat(filepath.Join(dir, CertFile))
+	_, err2 := os.Stat(filepath.Join(dir, KeyFile))
+	return err1 == nil && err2 == nil
+}

@@ -1,0 +1,32 @@
+package policy
+
+import "slices"
+
+// ImagePattern is a parsed, normalised image pattern, for tools that render patterns in
+// another language (the backstop's CEL). Segments are globs within one path segment, or
+// "**" spanning any number of segments; the first is the registry host, lower-cased,
+// unless it is "**".
+type ImagePattern struct {
+	Segments []string
+	// Tag is a glob on the tag; empty matches any tag (and images without one).
+	Tag string
+	// Digest must equal the image's digest; empty matches any.
+	Digest string
+}
+
+// ParseImagePattern normalises and checks an anyImage/allImages pattern exactly as
+// Compile does.
+func ParseImagePattern(p string) (ImagePattern, error) {
+	ip, err := compileImagePattern(p)
+	if err != nil {
+		return ImagePattern{}, err
+	}
+	return ImagePattern{Segments: slices.Clone(ip.segs), Tag: ip.tag, Digest: ip.digest}, nil
+}
+
+// Matches reports whether the normalised image satisfies the pattern, exactly as
+// Evaluate matches it.
+func (p ImagePattern) Matches(img Image) bool {
+	ip := imagePattern{segs: p.Segments, tag: p.Tag, digest: p.Digest}
+	return ip.matches(&img)
+}
