@@ -2,6 +2,7 @@ package harness
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -152,5 +153,29 @@ func TestSweepStaleTempDirs(t *testing.T) {
 	}
 	if !strings.HasPrefix(filepath.Base(fresh), fmt.Sprintf("%s%d-etcd-", tempPrefix, os.Getpid())) {
 		t.Errorf("new directory %s is not named after this process", fresh)
+	}
+}
+
+func TestFreePorts(t *testing.T) {
+	ports, err := freePorts(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	low, high := portRangeBelowEphemeral()
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if seen[p] {
+			t.Errorf("port %d handed out twice in %v", p, ports)
+		}
+		seen[p] = true
+		if high > low && (p < low || p >= high) {
+			t.Errorf("port %d outside [%d, %d), below the kernel's ephemeral range", p, low, high)
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			t.Errorf("port %d is not free: %v", p, err)
+			continue
+		}
+		_ = l.Close()
 	}
 }
