@@ -124,4 +124,3 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Error("no admission was answered: the load never ran")
 	}
 }
-
