@@ -214,23 +214,10 @@ func typeWant(want, got string) string {
 func typeErrorDetail(err error) string {
 	msg := strings.TrimPrefix(err.Error(), "json: ")
 	if m := typeErrorRE.FindStringSubmatch(msg); m != nil {
-		want := m[3]
-		switch {
-		case strings.Contains(want, "int"):
-			want = "an integer"
-		case strings.HasPrefix(want, "[]"):
-			want = "a list"
-		case strings.HasPrefix(want, "map") || strings.Contains(want, "."):
-			want = "a mapping"
-		case want == "string":
-			want = "a string"
-		case want == "bool":
-			want = "true or false"
-		}
 		if m[2] != "" {
-			return fmt.Sprintf("field %s must be %s, not a %s", m[2], want, m[1])
+			return "field " + m[2] + " " + typeWant(m[3], m[1])
 		}
-		return fmt.Sprintf("must be %s, not a %s", want, m[1])
+		return typeWant(m[3], m[1])
 	}
 	return msg
 }

@@ -111,7 +111,10 @@ func (m *PodMutator) decide(ctx context.Context, req *podRequest) admission.Resp
 		// class's overhead and scheduling: the decision stands, and it was counted the
 		// first time.
 		d.Action = policy.ActionKeep
-		return m.finish(start, m.respond(ctx, pod, &d, ownClass), &d, false)
+		resp := m.respond(ctx, pod, &d, ownClass)
+		// The first call's audit annotations stand; the apiserver refuses to overwrite them.
+		resp.AuditAnnotations = nil
+		return m.finish(start, resp, &d, false)
 	}
 	resp := m.respond(ctx, pod, &d, ownClass)
 	switch d.Action {

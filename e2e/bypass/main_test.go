@@ -73,14 +73,8 @@ func setup(ctx context.Context, c *harness.ControlPlane) error {
 	if err := iso.Register(ctx, c.Client(), filepath.Join(manifests, "base")); err != nil {
 		return err
 	}
-	for _, args := range [][]string{
-		{"apply", "--server-side", "-k", filepath.Join(manifests, "runtimeclasses")},
-		{"apply", "--server-side", "-f", filepath.Join(manifests, "base", "namespace-labels-policy.yaml")},
-		{"apply", "--server-side", "-f", filepath.Join(manifests, "examples", "policies.yaml")},
-	} {
-		if _, err := c.Kubectl(ctx, nil, args...); err != nil {
-			return err
-		}
+	if err := c.Apply(ctx, "runtimeclasses", "base/namespace-labels-policy.yaml", "examples/policies.yaml"); err != nil {
+		return err
 	}
 	if _, err := c.Kubectl(ctx, strings.NewReader(localRegistryPolicy), "apply", "--server-side", "-f", "-"); err != nil {
 		return err

@@ -58,13 +58,8 @@ func setup(ctx context.Context, c *harness.ControlPlane) error {
 	if err := harness.RegisterWebhooks(ctx, c.Client(), filepath.Join(manifests, "base"), "https://"+bal.Addr(), ca.CertPEM); err != nil {
 		return err
 	}
-	for _, args := range [][]string{
-		{"apply", "--server-side", "-k", filepath.Join(manifests, "runtimeclasses")},
-		{"apply", "--server-side", "-f", filepath.Join(manifests, "examples", "policies.yaml")},
-	} {
-		if _, err := c.Kubectl(ctx, nil, args...); err != nil {
-			return err
-		}
+	if err := c.Apply(ctx, "runtimeclasses", "examples/policies.yaml"); err != nil {
+		return err
 	}
 	for name, labels := range map[string]map[string]string{
 		"shop":     {"isolator.dev/trust": "untrusted"},

@@ -32,7 +32,7 @@ func TestPolicyConfigMapDeleted(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		ctx := context.Background()
-		if _, err := cp.Kubectl(ctx, nil, "apply", "--server-side", "-f", filepath.Join(manifests, "examples", "policies.yaml")); err != nil {
+		if err := cp.Apply(ctx, "examples/policies.yaml"); err != nil {
 			t.Error(err)
 		}
 		if err := waitFor(ctx, cp, "the ci policy to return", func(ctx context.Context) bool { return backstopRules(ctx, cp) == "5" }); err != nil {

@@ -351,3 +351,26 @@ func (cp *ControlPlane) Kubectl(ctx context.Context, stdin io.Reader, args ...st
 	}
 	return string(out), nil
 }
+
+// Apply applies manifests with `kubectl apply --server-side`, as users install them: a
+// directory as a kustomization (-k), a file as it is (-f). A relative path is taken under
+// the repository's manifests/ directory.
+func (cp *ControlPlane) Apply(ctx context.Context, paths ...string) error {
+	dir, err := ManifestsDir()
+	if err != nil {
+		return err
+	}
+	for _, p := range paths {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		flag := "-f"
+		if info, err := os.Stat(p); err == nil && info.IsDir() {
+			flag = "-k"
+		}
+		if _, err := cp.Kubectl(ctx, nil, "apply", "--server-side", flag, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
