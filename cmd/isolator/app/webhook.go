@@ -79,6 +79,13 @@ Metrics are on --metrics-bind-address /metrics (docs/metrics.md).`,
 		Example: `  # In a cluster (the Deployment in manifests/ runs this)
   isolator webhook --namespace isolator-system --cert-dir /tmp/k8s-webhook-server/serving-certs
 
+  # Self-managed certificates (no cert-manager): isolator keeps a CA and the serving
+  # certificate in Secret isolator-webhook-tls and injects the caBundle itself
+  isolator webhook --namespace isolator-system --cert-mode=self
+
+  # Locally against a cluster, self-managed, registered with a URL on 127.0.0.1
+  isolator webhook --kubeconfig ~/.kube/config --cert-mode=self --cert-extra-sans=127.0.0.1,localhost --host 127.0.0.1
+
   # Locally against a cluster, with a key pair in ./certs (tls.crt, tls.key)
   isolator webhook --kubeconfig ~/.kube/config --namespace isolator-system --cert-dir ./certs --leader-elect=false`,
 		Args: cobra.NoArgs,
