@@ -1,0 +1,483 @@
+//go:build e2e
+
+// Package certs tests isolator's serving certificates against a real kube-apiserver: the
+// self-managed mode end to end (the apiserver verifies the webhook with the caBundle the
+// webhook injected itself), forced leaf and CA rotations under continuous pod creation
+// with two replicas, the kubelet-style file swap of cert-manager mode, and
+// `isolator certs check` against cert-manager's real CRDs.
+package certs
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/isolator-dev/isolator/certs"
+	"github.com/isolator-dev/isolator/e2e/harness"
+)
+
+var cp *harness.ControlPlane
+
+func TestMain(m *testing.M) {
+	// The apiserver's webhook client speaks HTTP/2 by default and then sends every
+	// admission over one long-lived connection, so a certificate change would only be
+	// seen by the handshakes that happen to follow it. With HTTP/1.1 it opens a connection
+	// per concurrent request beyond its idle pool, which spreads admissions over both
+	// replicas behind the relay and makes rotations meet many fresh handshakes: a harder
+	// test than a default cluster. (DISABLE_HTTP2 is read by k8s.io/apimachinery's
+	// transport defaults; every process started here inherits it.)
+	os.Setenv("DISABLE_HTTP2", "1")
+	os.Exit(harness.RunTests(m, harness.Options{
+		// kube-apiserver v1.37 refuses a loopback advertise address with its default lease
+		// endpoint reconciler; nothing here needs the kubernetes Service endpoints.
+		APIServerFlags: []string{"--endpoint-reconciler-type=none"},
+	}, &cp, setupCluster))
+}
+
+// setupCluster creates the runtime classes and the example policy.
+func setupCluster(ctx context.Context, cp *harness.ControlPlane) error {
+	if _, err := cp.CreateNamespace(ctx, harness.IsolatorNamespace, nil); err != nil {
+		return err
+	}
+	for _, rc := range []*nodev1.RuntimeClass{
+		{ObjectMeta: metav1.ObjectMeta{Name: "kata-rc"}, Handler: "kata",
+			Scheduling: &nodev1.Scheduling{NodeSelector: map[string]string{"isolator.dev/kata-runtime": "true"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "runc-rc"}, Handler: "runc"},
+	} {
+		if _, err := cp.Client().NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating RuntimeClass %s: %w", rc.Name, err)
+		}
+	}
+	dir, err := harness.ManifestsDir()
+	if err != nil {
+		return err
+	}
+	if out, err := cp.Kubectl(ctx, nil, "apply", "-f", filepath.Join(dir, "examples", "policies.yaml")); err != nil {
+		return fmt.Errorf("applying the example policy: %w\n%s", err, out)
+	}
+	return nil
+}
+
+func testContext(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// namespaces creates a tenant namespace (the example policy sandboxes tenant-*: kata-rc)
+// and a plain one (the policy's default: runc-rc) for a test.
+func namespaces(t *testing.T, ctx context.Context, prefix string) []target {
+	t.Helper()
+	out := []target{{ns: "tenant-" + prefix, class: "kata-rc"}, {ns: prefix + "-plain", class: "runc-rc"}}
+	for _, tg := range out {
+		if _, err := cp.CreateNamespace(ctx, tg.ns, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.WaitForDefaultServiceAccount(ctx, cp.Client(), tg.ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, tg := range out {
+			_ = cp.Client().CoreV1().Namespaces().Delete(context.Background(), tg.ns, metav1.DeleteOptions{})
+		}
+	})
+	return out
+}
+
+// registerWebhooks installs isolator's two webhook configurations (the shared names and
+// paths), calling baseURL, with caBundle (nil: the webhook injects it). manifests/base
+// is the source of truth for the rest of their fields; these keep what admission needs.
+func registerWebhooks(t *testing.T, ctx context.Context, baseURL string, caBundle []byte) {
+	t.Helper()
+	none := admissionregistrationv1.SideEffectClassNone
+	ignore := admissionregistrationv1.Ignore
+	ifNeeded := admissionregistrationv1.IfNeededReinvocationPolicy
+	skipOwn := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+		Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn,
+		Values: []string{"kube-system", "kube-node-lease", harness.IsolatorNamespace},
+	}}}
+	mut := &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: certs.WebhookConfigurationName},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    "pods.isolator.dev",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: ptr.To(baseURL + "/mutate-pods"), CABundle: caBundle},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			FailurePolicy:           &ignore,
+			SideEffects:             &none,
+			AdmissionReviewVersions: []string{"v1"},
+			ReinvocationPolicy:      &ifNeeded,
+			NamespaceSelector:       skipOwn,
+			TimeoutSeconds:          ptr.To[int32](5),
+		}},
+	}
+	val := &admissionregistrationv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: certs.WebhookConfigurationName},
+		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+			Name:         "policies.isolator.dev",
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: ptr.To(baseURL + "/validate-policy"), CABundle: caBundle},
+			Rules: []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}}}},
+			FailurePolicy:           &ignore,
+			SideEffects:             &none,
+			AdmissionReviewVersions: []string{"v1"},
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": harness.IsolatorNamespace}},
+			ObjectSelector:          &metav1.LabelSelector{MatchLabels: map[string]string{"isolator.dev/policy": "true"}},
+			TimeoutSeconds:          ptr.To[int32](5),
+		}},
+	}
+	api := cp.Client().AdmissionregistrationV1()
+	if _, err := api.MutatingWebhookConfigurations().Create(ctx, mut, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("registering the mutating webhook: %v", err)
+	}
+	if _, err := api.ValidatingWebhookConfigurations().Create(ctx, val, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("registering the validating webhook: %v", err)
+	}
+}
+
+// cleanCertObjects removes what a test leaves behind: webhook configurations, the Secret,
+// report Leases and the leader Lease, so the next test starts from nothing.
+func cleanCertObjects(ctx context.Context) {
+	c := cp.Client()
+	_ = c.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, certs.WebhookConfigurationName, metav1.DeleteOptions{})
+	_ = c.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(ctx, certs.WebhookConfigurationName, metav1.DeleteOptions{})
+	_ = c.CoreV1().Secrets(harness.IsolatorNamespace).Delete(ctx, certs.SecretName, metav1.DeleteOptions{})
+	_ = c.CoordinationV1().Leases(harness.IsolatorNamespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: certs.ReportLabel + "=true"})
+	_ = c.CoordinationV1().Leases(harness.IsolatorNamespace).Delete(ctx, "isolator-webhook", metav1.DeleteOptions{})
+}
+
+// startIsolator runs one webhook replica and stops it when the test ends.
+func startIsolator(t *testing.T, ctx context.Context, opts harness.IsolatorOptions) *harness.Isolator {
+	t.Helper()
+	iso, err := cp.StartIsolator(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = iso.Stop(harness.DefaultStopGrace) })
+	return iso
+}
+
+func waitReady(t *testing.T, ctx context.Context, iso *harness.Isolator) {
+	t.Helper()
+	if err := harness.WaitReady(ctx, iso.Process, harness.ReadyCheck{URL: iso.HealthURL + "/readyz"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// secret reads the self-managed Secret.
+func secret(ctx context.Context) (*corev1.Secret, error) {
+	return cp.Client().CoreV1().Secrets(harness.IsolatorNamespace).Get(ctx, certs.SecretName, metav1.GetOptions{})
+}
+
+// configuredBundles returns the caBundle of every isolator webhook.
+func configuredBundles(ctx context.Context) ([][]byte, error) {
+	api := cp.Client().AdmissionregistrationV1()
+	m, err := api.MutatingWebhookConfigurations().Get(ctx, certs.WebhookConfigurationName, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	v, err := api.ValidatingWebhookConfigurations().Get(ctx, certs.WebhookConfigurationName, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	for _, w := range m.Webhooks {
+		out = append(out, w.ClientConfig.CABundle)
+	}
+	for _, w := range v.Webhooks {
+		out = append(out, w.ClientConfig.CABundle)
+	}
+	return out, nil
+}
+
+// waitInjected waits until every webhook's caBundle is the Secret's ca.crt.
+func waitInjected(t *testing.T, ctx context.Context) []byte {
+	t.Helper()
+	var bundle []byte
+	err := harness.WaitFor(ctx, time.Minute, "the caBundle injected into both webhook configurations", func(ctx context.Context) (bool, error) {
+		s, err := secret(ctx)
+		if err != nil {
+			return false, err
+		}
+		bundle = s.Data[corev1.ServiceAccountRootCAKey]
+		got, err := configuredBundles(ctx)
+		if err != nil {
+			return false, err
+		}
+		for _, b := range got {
+			if len(bundle) == 0 || !bytes.Equal(b, bundle) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bundle
+}
+
+// target is a namespace and the class the example policy decides for pods in it.
+type target struct{ ns, class string }
+
+func podFor(ns string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "load-", Namespace: ns},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example.com/app:1"}}},
+	}
+}
+
+// createPod creates one pod and says whether it got its decided class from the webhook.
+func createPod(ctx context.Context, tg target) error {
+	pod, err := cp.Client().CoreV1().Pods(tg.ns).Create(ctx, podFor(tg.ns), metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("create in %s: %w", tg.ns, err)
+	}
+	if got := ptr.Deref(pod.Spec.RuntimeClassName, ""); got != tg.class || pod.Annotations["isolator.dev/runtime-class"] != tg.class {
+		return fmt.Errorf("pod %s/%s got runtimeClassName %q (annotation %q), want %q: the webhook did not answer (it fails open)",
+			tg.ns, pod.Name, got, pod.Annotations["isolator.dev/runtime-class"], tg.class)
+	}
+	return nil
+}
+
+// load creates pods from several goroutines until stopped, and counts every outcome.
+type load struct {
+	created, failed atomic.Int64
+	mu              sync.Mutex
+	errs            []string
+	cancel          context.CancelFunc
+	wg              sync.WaitGroup
+}
+
+func startLoad(ctx context.Context, targets []target, workers int) *load {
+	l := &load{}
+	ctx, l.cancel = context.WithCancel(ctx)
+	for i := range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			tg := targets[i%len(targets)]
+			for ctx.Err() == nil {
+				err := createPod(ctx, tg)
+				if ctx.Err() != nil {
+					return // cut off by stop: neither a success nor a failure
+				}
+				if err != nil {
+					l.failed.Add(1)
+					l.mu.Lock()
+					if len(l.errs) < 10 {
+						l.errs = append(l.errs, time.Now().Format("15:04:05.000")+" "+err.Error())
+					}
+					l.mu.Unlock()
+					continue
+				}
+				l.created.Add(1)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) stop() { l.cancel(); l.wg.Wait() }
+
+func (l *load) check(t *testing.T, what string) {
+	t.Helper()
+	created, failed := l.created.Load(), l.failed.Load()
+	t.Logf("%s: %d pods created, each with its decided runtime class; %d failed", what, created, failed)
+	fmt.Printf("RESULT %s: pods created=%d failed=%d\n", what, created, failed)
+	if failed > 0 {
+		t.Errorf("%s: %d of %d admissions failed; first ones:\n%s", what, failed, created+failed, strings.Join(l.errs, "\n"))
+	}
+	if created == 0 {
+		t.Errorf("%s: no pod was created", what)
+	}
+}
+
+// prober makes fresh TLS handshakes with each replica and verifies them the way the
+// apiserver does on a new connection: against the caBundle of the mutating webhook
+// configuration, read just before, for the URL's host. Together with the pod load it
+// covers the replica that the apiserver's pooled connections may not reach.
+type prober struct {
+	handshakes, failed atomic.Int64
+	mu                 sync.Mutex
+	errs               []string
+	cancel             context.CancelFunc
+	wg                 sync.WaitGroup
+}
+
+func startProber(ctx context.Context, addrs ...string) *prober {
+	p := &prober{}
+	ctx, p.cancel = context.WithCancel(ctx)
+	for _, addr := range addrs {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			for ctx.Err() == nil {
+				err := probe(ctx, addr)
+				if ctx.Err() != nil {
+					return
+				}
+				p.handshakes.Add(1)
+				if err != nil {
+					p.failed.Add(1)
+					p.mu.Lock()
+					if len(p.errs) < 10 {
+						p.errs = append(p.errs, time.Now().Format("15:04:05.000")+" "+addr+": "+err.Error())
+					}
+					p.mu.Unlock()
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	return p
+}
+
+func probe(ctx context.Context, addr string) error {
+	bundles, err := configuredBundles(ctx)
+	if err != nil || len(bundles) == 0 {
+		return fmt.Errorf("reading the caBundle: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(bundles[0]) {
+		return errors.New("the mutating webhook's caBundle holds no certificate")
+	}
+	d := &tls.Dialer{Config: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+func (p *prober) stop() { p.cancel(); p.wg.Wait() }
+
+func (p *prober) check(t *testing.T, what string) {
+	t.Helper()
+	n, failed := p.handshakes.Load(), p.failed.Load()
+	t.Logf("%s: %d fresh TLS handshakes verified against the configured caBundle; %d failed", what, n, failed)
+	fmt.Printf("RESULT %s: handshakes=%d failed=%d\n", what, n, failed)
+	if failed > 0 {
+		t.Errorf("%s: %d of %d handshakes failed; first ones:\n%s", what, failed, n, strings.Join(p.errs, "\n"))
+	}
+	if n == 0 {
+		t.Errorf("%s: no handshake was made", what)
+	}
+}
+
+// servedLeaf is the certificate addr presents in a TLS handshake.
+func servedLeaf(ctx context.Context, addr string) (*x509.Certificate, error) {
+	d := &tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // only reads the certificate
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return conn.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
+}
+
+func hostPort(rawURL string) string { return strings.TrimPrefix(rawURL, "https://") }
+
+// relay spreads TCP connections round-robin over the replicas, as a Service does; TLS
+// stays end to end between the apiserver and each replica.
+type relay struct {
+	ln       net.Listener
+	backends []string
+	n        atomic.Uint64
+	wg       sync.WaitGroup
+}
+
+func startRelay(t *testing.T, backends ...string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{ln: ln, backends: backends}
+	r.wg.Add(1)
+	go r.serve()
+	t.Cleanup(func() { _ = ln.Close(); r.wg.Wait() })
+	return ln.Addr().String()
+}
+
+func (r *relay) serve() {
+	defer r.wg.Done()
+	for {
+		c, err := r.ln.Accept()
+		if err != nil {
+			return
+		}
+		go r.splice(c)
+	}
+}
+
+func (r *relay) splice(c net.Conn) {
+	defer c.Close()
+	start := r.n.Add(1)
+	var b net.Conn
+	for i := range r.backends {
+		var err error
+		if b, err = net.DialTimeout("tcp", r.backends[(int(start)+i)%len(r.backends)], 2*time.Second); err == nil {
+			break
+		}
+	}
+	if b == nil {
+		return
+	}
+	defer b.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(b, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, b); done <- struct{}{} }()
+	<-done
+}
+
+// isolatorCLI runs the isolator binary under test and returns its output and exit code.
+func isolatorCLI(ctx context.Context, args ...string) (string, int, error) {
+	bin, err := harness.IsolatorBinary()
+	if err != nil {
+		return "", -1, err
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(out), ee.ExitCode(), nil
+	}
+	if err != nil {
+		return string(out), -1, err
+	}
+	return string(out), 0, nil
+}
+
+// metricValue reads one sample of the Prometheus text exposition, e.g.
+// metricValue(text, `isolator_certs_rotations_total{kind="ca"}`).
+func metricValue(text, series string) (float64, bool) {
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
+}
