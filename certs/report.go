@@ -27,8 +27,10 @@ const (
 	// serial number and its AuthorityKeyId, both hex.
 	ReportSerialAnnotation = "isolator.dev/serving-serial"
 	ReportIssuerAnnotation = "isolator.dev/serving-issuer-key-id"
-	// ReportExpiresAnnotation is when the served certificate expires (RFC 3339).
+	// ReportExpiresAnnotation is when the served certificate expires, and
+	// ReportSinceAnnotation since when the replica serves it (RFC 3339).
 	ReportExpiresAnnotation = "isolator.dev/serving-expires"
+	ReportSinceAnnotation   = "isolator.dev/serving-since"
 	// reportPrefix starts every report Lease's name.
 	reportPrefix = SecretName + "-"
 )
@@ -74,6 +76,7 @@ func writeReport(ctx context.Context, reader client.Reader, c client.Client, nam
 		lease.Annotations[ReportSerialAnnotation] = Serial(s.leaf)
 		lease.Annotations[ReportIssuerAnnotation] = KeyID(s.leaf.AuthorityKeyId)
 		lease.Annotations[ReportExpiresAnnotation] = s.leaf.NotAfter.UTC().Format(time.RFC3339)
+		lease.Annotations[ReportSinceAnnotation] = s.since.UTC().Format(time.RFC3339Nano)
 	}
 	now := metav1.NewMicroTime(time.Now())
 	lease.Spec.HolderIdentity = ptr.To(identity)

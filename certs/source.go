@@ -18,8 +18,9 @@ import (
 
 // served is one loaded serving certificate.
 type served struct {
-	cert *tls.Certificate
-	leaf *x509.Certificate
+	cert  *tls.Certificate
+	leaf  *x509.Certificate
+	since time.Time
 }
 
 // SecretSource serves the key pair kept in the self-managed Secret, from memory. Every
@@ -121,7 +122,7 @@ func (s *SecretSource) load(obj any) {
 			"secret", SecretName, "resourceVersion", sec.ResourceVersion)
 		return
 	}
-	s.current.Store(&served{cert: &pair, leaf: pair.Leaf})
+	s.current.Store(&served{cert: &pair, leaf: pair.Leaf, since: time.Now()})
 	bundle, _ := ParseCertificates(sec.Data[corev1.ServiceAccountRootCAKey])
 	s.Metrics.observeServing(pair.Leaf, bundle)
 	s.Log.Info("serving certificate loaded", "serial", Serial(pair.Leaf), "issuerKeyID", KeyID(pair.Leaf.AuthorityKeyId),

@@ -31,6 +31,7 @@ import (
 	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
 	"github.com/isolator-dev/isolator/certs"
@@ -85,10 +86,15 @@ func testContext(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
+var nsSeq atomic.Int64
+
 // namespaces creates a tenant namespace (the example policy sandboxes tenant-*: kata-rc)
 // and a plain one (the policy's default: runc-rc) for a test.
 func namespaces(t *testing.T, ctx context.Context, prefix string) []target {
 	t.Helper()
+	// A fresh suffix each time: a namespace of an earlier run (-count=2) may still be
+	// terminating.
+	prefix = fmt.Sprintf("%s-%d", prefix, nsSeq.Add(1)+time.Now().UnixMilli()%100000)
 	out := []target{{ns: "tenant-" + prefix, class: "kata-rc"}, {ns: prefix + "-plain", class: "runc-rc"}}
 	for _, tg := range out {
 		if _, err := cp.CreateNamespace(ctx, tg.ns, nil); err != nil {
@@ -480,4 +486,233 @@ func metricValue(text, series string) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// monitor watches the Secret, both webhook configurations and the replicas' reports,
+// and checks the rotation invariants on every change it sees, so that an ordering bug is
+// caught even when no admission happens to fall into its window:
+//   - the Secret never holds a serving certificate whose CA has not been in both
+//     configurations' caBundles for the propagation delay (less some watch jitter);
+//   - a CA leaves a configuration's caBundle only when no live replica reports serving a
+//     certificate it signed, and the Secret's certificate is not one of them.
+type monitor struct {
+	delay      time.Duration
+	mu         sync.Mutex
+	since      map[string]map[string]time.Time // configuration kind -> CA key ID -> since
+	violations []string
+	checked    atomic.Int64
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+}
+
+// watchJitter is how much later than the leader a watch may see a configuration change.
+const watchJitter = 500 * time.Millisecond
+
+func startMonitor(t *testing.T, ctx context.Context, delay time.Duration) *monitor {
+	t.Helper()
+	m := &monitor{delay: delay, since: map[string]map[string]time.Time{"mutating": {}, "validating": {}}}
+	ctx, m.cancel = context.WithCancel(ctx)
+	c := cp.Client()
+	// ResourceVersion "0" starts from the apiserver's watch cache: its state of these
+	// objects is current (every change to them passes through it), while an unset version
+	// would wait for etcd progress notifications that Debian's etcd 3.4 does not send.
+	byName := metav1.ListOptions{FieldSelector: "metadata.name=" + certs.WebhookConfigurationName, ResourceVersion: "0"}
+	mw, err := c.AdmissionregistrationV1().MutatingWebhookConfigurations().Watch(ctx, byName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vw, err := c.AdmissionregistrationV1().ValidatingWebhookConfigurations().Watch(ctx, byName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw, err := c.CoreV1().Secrets(harness.IsolatorNamespace).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + certs.SecretName, ResourceVersion: "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the configurations trust when the monitor starts counts as trusted long ago,
+	// whichever watch delivers its first event first.
+	bundles, err := configuredBundles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := range caIDs(bundles[:1]) {
+		m.since["mutating"][id] = time.Time{}
+	}
+	for id := range caIDs(bundles[1:]) {
+		m.since["validating"][id] = time.Time{}
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer mw.Stop()
+		defer vw.Stop()
+		defer sw.Stop()
+		first := map[string]bool{"mutating": true, "validating": true}
+		for {
+			var ev watch.Event
+			var ok bool
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok = <-mw.ResultChan():
+			case ev, ok = <-vw.ResultChan():
+			case ev, ok = <-sw.ResultChan():
+			}
+			if !ok || ev.Type == watch.Error {
+				m.mu.Lock()
+				m.violate("a watch ended early (%v); the invariants were not checked to the end", ev.Object)
+				m.mu.Unlock()
+				return
+			}
+			switch o := ev.Object.(type) {
+			case *admissionregistrationv1.MutatingWebhookConfiguration:
+				var bundles [][]byte
+				for _, w := range o.Webhooks {
+					bundles = append(bundles, w.ClientConfig.CABundle)
+				}
+				m.configChanged(ctx, "mutating", bundles, first["mutating"])
+				first["mutating"] = false
+			case *admissionregistrationv1.ValidatingWebhookConfiguration:
+				var bundles [][]byte
+				for _, w := range o.Webhooks {
+					bundles = append(bundles, w.ClientConfig.CABundle)
+				}
+				m.configChanged(ctx, "validating", bundles, first["validating"])
+				first["validating"] = false
+			case *corev1.Secret:
+				m.secretChanged(o)
+			}
+		}
+	}()
+	return m
+}
+
+// caIDs are the key IDs of the CAs every bundle holds.
+func caIDs(bundles [][]byte) map[string]bool {
+	out := map[string]bool{}
+	for i, b := range bundles {
+		cas, _ := certs.ParseCertificates(b)
+		ids := map[string]bool{}
+		for _, c := range cas {
+			ids[certs.KeyID(c.SubjectKeyId)] = true
+		}
+		if i == 0 {
+			out = ids
+			continue
+		}
+		for id := range out {
+			if !ids[id] {
+				delete(out, id)
+			}
+		}
+	}
+	return out
+}
+
+func (m *monitor) violate(format string, args ...any) {
+	m.violations = append(m.violations, time.Now().Format("15:04:05.000")+" "+fmt.Sprintf(format, args...))
+}
+
+func (m *monitor) configChanged(ctx context.Context, kind string, bundles [][]byte, initial bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	ids := caIDs(bundles)
+	for id := range ids {
+		if _, ok := m.since[kind][id]; !ok {
+			if initial {
+				m.since[kind][id] = time.Time{} // trusted before the monitor started
+			} else {
+				m.since[kind][id] = now
+			}
+		}
+	}
+	for id := range m.since[kind] {
+		if ids[id] {
+			continue
+		}
+		delete(m.since[kind], id)
+		m.checked.Add(1)
+		// Reports are written before the leader decides, so a fresh list shows them.
+		leases, err := cp.Client().CoordinationV1().Leases(harness.IsolatorNamespace).List(ctx, metav1.ListOptions{LabelSelector: certs.ReportLabel + "=true"})
+		if err != nil {
+			m.violate("listing reports after CA %s left the %s configuration: %v", id, kind, err)
+			continue
+		}
+		for _, l := range leases.Items {
+			live := l.Spec.RenewTime != nil && l.Spec.LeaseDurationSeconds != nil &&
+				now.Before(l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds)*time.Second))
+			if !live {
+				continue
+			}
+			if l.Annotations[certs.ReportIssuerAnnotation] == id {
+				m.violate("CA %s left the %s caBundle while replica %s still serves serial %s it signed", id, kind, l.Name, l.Annotations[certs.ReportSerialAnnotation])
+			}
+			if since, err := time.Parse(time.RFC3339Nano, l.Annotations[certs.ReportSinceAnnotation]); err != nil || !since.Before(now) {
+				m.violate("CA %s left the %s caBundle before replica %s had reported switching (serving since %q)", id, kind, l.Name, l.Annotations[certs.ReportSinceAnnotation])
+			}
+		}
+		if s, err := secret(ctx); err == nil {
+			// The leader waits RetireGrace (here delay + TTL/3 = 4s) after the new CA took
+			// over before removing the old one; a faster removal skipped that wait.
+			if since, err := time.Parse(time.RFC3339Nano, s.Annotations[certs.AnnotationSignerSince]); err == nil && now.Sub(since) < m.delay-watchJitter {
+				m.violate("CA %s left the %s caBundle %s after the new CA took over", id, kind, now.Sub(since))
+			}
+			if leaf, err := certs.ParseCertificates(s.Data[corev1.TLSCertKey]); err == nil && certs.KeyID(leaf[0].AuthorityKeyId) == id {
+				m.violate("CA %s left the %s caBundle while the Secret's serving certificate is from it", id, kind)
+			}
+		}
+	}
+}
+
+func (m *monitor) secretChanged(s *corev1.Secret) {
+	leaf, err := certs.ParseCertificates(s.Data[corev1.TLSCertKey])
+	if err != nil {
+		return // no serving certificate yet
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.checked.Add(1)
+	id := certs.KeyID(leaf[0].AuthorityKeyId)
+	now := time.Now()
+	for _, kind := range []string{"mutating", "validating"} {
+		since, ok := m.since[kind][id]
+		switch {
+		case !ok:
+			m.violate("Secret serves serial %s from CA %s, which the %s caBundle does not hold", certs.Serial(leaf[0]), id, kind)
+		case !since.IsZero() && now.Sub(since) < m.delay-watchJitter:
+			m.violate("Secret serves serial %s from CA %s, in the %s caBundle for only %s (propagation delay %s)", certs.Serial(leaf[0]), id, kind, now.Sub(since), m.delay)
+		}
+	}
+}
+
+func (m *monitor) stop() { m.cancel(); m.wg.Wait() }
+
+func (m *monitor) check(t *testing.T, what string) {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t.Logf("%s: %d Secret versions and CA removals checked against the rotation invariants; %d violations", what, m.checked.Load(), len(m.violations))
+	if len(m.violations) > 0 {
+		t.Errorf("%s: rotation invariants violated:\n%s", what, strings.Join(m.violations, "\n"))
+	}
+	if m.checked.Load() == 0 {
+		t.Errorf("%s: the monitor checked nothing", what)
+	}
+}
+
+// metricSum adds up every sample of a metric family, whatever its labels.
+func metricSum(text, name string) float64 {
+	sum := 0.0
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum
 }

@@ -147,6 +147,7 @@ func TestRotationsUnderLoad(t *testing.T) {
 
 	rotate := func(what string, args ...string) {
 		t.Helper()
+		mon := startMonitor(t, ctx, 2*time.Second)
 		l := startLoad(ctx, targets, 6)
 		p := startProber(ctx, hostPort(a.URL), hostPort(b.URL))
 		time.Sleep(3 * time.Second)
@@ -160,8 +161,10 @@ func TestRotationsUnderLoad(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		l.stop()
 		p.stop()
+		mon.stop()
 		l.check(t, what)
 		p.check(t, what)
+		mon.check(t, what)
 	}
 
 	rotate("leaf rotation")
@@ -206,6 +209,12 @@ func TestRotationsUnderLoad(t *testing.T) {
 		l, _ := metricValue(text, `isolator_certs_rotations_total{kind="leaf"}`)
 		c, _ := metricValue(text, `isolator_certs_rotations_total{kind="ca"}`)
 		leafRot, caRot = leafRot+l, caRot+c
+		// The relay spread the apiserver's connections: both replicas decided pods.
+		decided := metricSum(text, "isolator_admission_decisions_total")
+		t.Logf("%s decided %v pods", iso.Name(), decided)
+		if decided == 0 {
+			t.Errorf("%s decided no pod: the load did not reach both replicas", iso.Name())
+		}
 	}
 	if leafRot != 2 || caRot != 1 {
 		t.Errorf("isolator_certs_rotations_total over both replicas: leaf %v, ca %v; want 2 and 1", leafRot, caRot)
