@@ -28,9 +28,11 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
@@ -715,4 +717,75 @@ func metricSum(text, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// exposeAsService makes iso reachable as Service isolator-webhook (port https) through the
+// apiserver's service proxy. There is no kubelet, so it stands in for what one would
+// publish: a Pod whose status carries this machine's address, and an EndpointSlice naming
+// that Pod and the webhook's port. The proxy refuses loopback addresses, so this needs a
+// non-loopback IPv4 address on the machine.
+func exposeAsService(t *testing.T, ctx context.Context, iso *harness.Isolator) {
+	t.Helper()
+	ip := hostIP(t)
+	_, portStr, err := net.SplitHostPort(hostPort(iso.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, _ := strconv.Atoi(portStr)
+	ns := harness.IsolatorNamespace
+	c := cp.Client()
+	if err := harness.WaitForDefaultServiceAccount(ctx, c, ns); err != nil {
+		t.Fatal(err)
+	}
+	pod, err := c.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "isolator-webhook-", Namespace: ns},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "webhook", Image: "isolator:test"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.PodIP, pod.Status.PodIPs = ip, []corev1.PodIP{{IP: ip}}
+	if _, err := c.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: certs.ServiceName, Namespace: ns},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Port: 443, TargetPort: intstr.FromInt32(int32(port))}}},
+	}
+	if _, err := c.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: certs.ServiceName + "-test", Namespace: ns,
+			Labels: map[string]string{discoveryv1.LabelServiceName: certs.ServiceName}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod.Name, UID: pod.UID}}},
+		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(int32(port)), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+	if _, err := c.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		bg := context.Background()
+		_ = c.DiscoveryV1().EndpointSlices(ns).Delete(bg, slice.Name, metav1.DeleteOptions{})
+		_ = c.CoreV1().Services(ns).Delete(bg, svc.Name, metav1.DeleteOptions{})
+		_ = c.CoreV1().Pods(ns).Delete(bg, pod.Name, metav1.DeleteOptions{})
+	})
+}
+
+// hostIP is a non-loopback IPv4 address of this machine.
+func hostIP(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	t.Skip("no non-loopback IPv4 address: the apiserver's service proxy cannot reach a webhook on loopback")
+	return ""
 }

@@ -33,7 +33,8 @@ func TestSelfManagedEndToEnd(t *testing.T) {
 	t.Cleanup(func() { cleanCertObjects(context.Background()) })
 	targets := namespaces(t, ctx, "self-e2e")
 
-	iso := startIsolator(t, ctx, harness.IsolatorOptions{Name: "self-e2e", SelfManagedCerts: true, NoWait: true, Args: selfArgs})
+	// Listening on every address lets the apiserver's service proxy reach it too.
+	iso := startIsolator(t, ctx, harness.IsolatorOptions{Name: "self-e2e", SelfManagedCerts: true, NoWait: true, Args: append([]string{"--host="}, selfArgs...)})
 	registerWebhooks(t, ctx, iso.URL, nil)
 	waitReady(t, ctx, iso)
 	bundle := waitInjected(t, ctx)
@@ -93,6 +94,22 @@ func TestSelfManagedEndToEnd(t *testing.T) {
 		}
 	}
 	t.Logf("isolator certs check:\n%s", out)
+
+	// Without --webhook-url, certs check reads the served certificate through the
+	// apiserver's service proxy, as it does in a cluster.
+	t.Run("through the service proxy", func(t *testing.T) {
+		exposeAsService(t, ctx, iso)
+		out, code, err := isolatorCLI(ctx, "certs", "check", "--kubeconfig", cp.Kubeconfig())
+		if err != nil || code != 0 {
+			t.Errorf("isolator certs check: exit %d, %v\n%s", code, err, out)
+		}
+		for _, want := range []string{"read from service isolator-system/isolator-webhook through the apiserver proxy (/serving-certificate)",
+			"[OK  ] the webhook serves a certificate every caBundle trusts", "serving serial " + certs.Serial(leaf.Cert)} {
+			if !strings.Contains(out, want) {
+				t.Errorf("certs check output lacks %q:\n%s", want, out)
+			}
+		}
+	})
 
 	text, err := iso.Metrics(ctx)
 	if err != nil {
