@@ -305,7 +305,15 @@ func checkConfiguration(f Facts, c ConfigurationFacts, leaf *x509.Certificate) [
 			it.Details = append(it.Details, "trusts CA "+describeCA(ca, f.Now))
 		}
 		if leaf != nil {
-			if err := VerifyServing(w.CABundle, []*x509.Certificate{leaf}, w.ServerName, f.Now); err != nil {
+			// Whether the bundle trusts the certificate is one question, whether it is
+			// valid now another (the Secret's item answers it): ask this one at a time
+			// the certificate is valid, so that an expired certificate does not hide a
+			// bundle from the wrong CA.
+			at := f.Now
+			if !f.Now.Before(leaf.NotAfter) || f.Now.Before(leaf.NotBefore) {
+				at = leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+			}
+			if err := VerifyServing(w.CABundle, []*x509.Certificate{leaf}, w.ServerName, at); err != nil {
 				it.Status, it.Title = StatusFail, wt+": caBundle does not trust the Secret's certificate"
 				it.Details = append(it.Details, err.Error())
 				it.Fix = fix
