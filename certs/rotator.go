@@ -155,6 +155,10 @@ func (r *Rotator) reconcile(ctx context.Context) (time.Time, error) {
 		sec = &corev1.Secret{}
 		sec.Name, sec.Namespace = SecretName, r.Namespace
 	} else {
+		if owner := sec.Annotations[certManagerCertificateAnnotation]; owner != "" {
+			// Never fight cert-manager over its Secret.
+			return now.Add(r.Resync), fmt.Errorf("secret %s is written by cert-manager (Certificate %s): run the webhook with --cert-mode=cert-manager, or delete that Certificate and the Secret to let isolator manage its own", key, owner)
+		}
 		var problems []error
 		m, problems = ParseMaterial(sec)
 		for _, p := range problems {

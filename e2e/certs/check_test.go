@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -227,6 +228,37 @@ func TestCertsCheckCertManager(t *testing.T) {
 			check(t, 0, "[OK  ] the webhook serves a certificate every caBundle trusts")
 		})
 	}
+
+	t.Run("a self-managed webhook leaves cert-manager's Secret alone", func(t *testing.T) {
+		before, err := secret(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		self := startIsolator(t, ctx, harness.IsolatorOptions{Name: "self-vs-cert-manager", SelfManagedCerts: true, NoWait: true})
+		err = harness.WaitFor(ctx, 30*time.Second, "the self-managed webhook to refuse the Secret", func(context.Context) (bool, error) {
+			b, err := os.ReadFile(self.LogPath())
+			return strings.Contains(string(b), "is written by cert-manager (Certificate isolator-webhook)"), err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, err := secret(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.ResourceVersion != before.ResourceVersion {
+			t.Error("the self-managed webhook changed cert-manager's Secret")
+		}
+		bundles, err := configuredBundles(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range bundles {
+			if string(b) != string(ca.CertPEM) {
+				t.Error("the self-managed webhook changed a caBundle that cainjector owns")
+			}
+		}
+	})
 }
 
 func waitServed(t *testing.T, ctx context.Context, iso *harness.Isolator, kp *certs.KeyPair) {
