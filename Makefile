@@ -23,7 +23,7 @@ export PATH := $(TOOLS_BIN):$(PATH)
 export ISOLATOR_TOOLS_BIN := $(TOOLS_BIN)
 export ISOLATOR_BIN := $(BIN)/isolator
 
-.PHONY: all build test unit e2e bench lint fuzz tools demo image clean help
+.PHONY: all build test unit e2e bench lint fuzz tools demo etcd-install image clean help
 
 all: build
 
@@ -36,7 +36,7 @@ build: ## Build bin/isolator
 test: unit e2e ## Run every test: unit, integration and e2e against real servers
 
 unit: ## Unit tests, golden files and fuzz seed corpora (no servers)
-	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
 	$(GO) test -race -count=1 ./...
 
 e2e: build tools ## e2e tests against a real kube-apiserver, etcd and containerd
@@ -58,7 +58,7 @@ $(TOOLS_BIN)/benchstat:
 
 lint: $(TOOLS_BIN)/golangci-lint ## golangci-lint, gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
-	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
 	$(TOOLS_BIN)/golangci-lint run --allow-parallel-runners ./...
 
 $(TOOLS_BIN)/golangci-lint:
@@ -72,8 +72,17 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 60s) each
 clean:
 	rm -rf $(BIN)
 
-demo: build ## Show isolator's decisions for the example pods
-	$(BIN)/isolator policy explain --policy manifests/examples/policies.yaml -f manifests/examples/pods.yaml
+demo: etcd-install build tools ## Run isolator on a local control plane with the example policies and pods (DEMO_EXIT=1 to exit)
+	$(GO) run ./e2e/demo
+
+# The demo and the e2e tests run Debian's etcd; install it when missing and we may.
+etcd-install:
+	@command -v etcd >/dev/null 2>&1 || test -x /usr/bin/etcd || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "demo: installing etcd-server from Debian"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server >/dev/null || \
+	    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server; }; \
+	  else echo "demo: etcd is missing: run 'sudo apt-get install etcd-server'" >&2; exit 1; fi; }
 
 # Test tool builds (kube-apiserver, containerd, ...), one file per tool module.
 include $(wildcard e2e/tools/*.mk)

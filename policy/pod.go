@@ -54,6 +54,15 @@ func (p *Pod) DisplayName() string {
 // labels. Every image of containers, initContainers and ephemeral containers is
 // normalised; an image that is not a valid reference is an error naming the container.
 func (p *Pod) Facts(ns string, nsLabels map[string]string) (Facts, error) {
+	return p.facts(ns, nsLabels, NormalizeImage)
+}
+
+// FactsCached is Facts with images normalised through c.
+func (p *Pod) FactsCached(ns string, nsLabels map[string]string, c *ImageCache) (Facts, error) {
+	return p.facts(ns, nsLabels, c.Normalize)
+}
+
+func (p *Pod) facts(ns string, nsLabels map[string]string, normalize func(string) (Image, error)) (Facts, error) {
 	f := Facts{
 		Namespace:       ns,
 		NamespaceLabels: nsLabels,
@@ -74,7 +83,7 @@ func (p *Pod) Facts(ns string, nsLabels map[string]string) (Facts, error) {
 		cs    []Container
 	}{{"initContainers", p.Spec.InitContainers}, {"containers", p.Spec.Containers}, {"ephemeralContainers", p.Spec.EphemeralContainers}} {
 		for i := range list.cs {
-			img, err := NormalizeImage(list.cs[i].Image)
+			img, err := normalize(list.cs[i].Image)
 			if err != nil {
 				return f, fmt.Errorf("spec.%s[%d] (%s): %w", list.field, i, list.cs[i].Name, err)
 			}

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
 // benchReview is an AdmissionReview for a 10-container pod with the usual bulk of a
@@ -70,7 +68,7 @@ func benchReview(tb testing.TB) []byte {
 // decide, encode the response, through controller-runtime's admission HTTP handler.
 func BenchmarkHandler(b *testing.B) {
 	mut, _ := testMutator(b)
-	h := &admission.Webhook{Handler: mut}
+	h := mut
 	body := benchReview(b)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -46,12 +46,24 @@ type PodMutator struct {
 	Namespaces     *MetaIndex
 	RuntimeClasses *MetaIndex
 	Metrics        *Metrics
+	// Images caches normalised image references; nil normalises every time.
+	Images *policy.ImageCache
 }
 
-// Handle decides one pod. It answers with exactly one of: a patch that sets
+// podRequest is the part of an AdmissionReview request the mutator reads.
+type podRequest struct {
+	UID         types.UID                   `json:"uid"`
+	Resource    metav1.GroupVersionResource `json:"resource"`
+	SubResource string                      `json:"subResource,omitempty"`
+	Namespace   string                      `json:"namespace,omitempty"`
+	Operation   admissionv1.Operation       `json:"operation"`
+	Object      *policy.Pod                 `json:"object,omitempty"`
+}
+
+// decide answers one pod admission with exactly one of: a patch that sets
 // spec.runtimeClassName (one op) and records isolator's annotations; a denial that
 // names the rule, the reason and what would be accepted; or allow.
-func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
+func (m *PodMutator) decide(ctx context.Context, req *podRequest) admission.Response {
 	start := time.Now()
 	if req.UID == "" && req.Resource.Resource == "" {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("the body is not an AdmissionReview with a request: expected apiVersion admission.k8s.io/v1, kind AdmissionReview"))
@@ -62,30 +74,30 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	if req.Operation != admissionv1.Create || req.SubResource != "" {
 		return admission.Allowed("isolator decides pods on CREATE only")
 	}
-	var pod policy.Pod
-	if len(req.Object.Raw) == 0 {
+	pod := req.Object
+	if pod == nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("the AdmissionReview has no request.object: a Pod is required"))
-	}
-	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("request.object is not a Pod: %w", err))
 	}
 	ns := req.Namespace
 	if ns == "" {
 		ns = pod.Metadata.Namespace
 	}
-	log := ctrl.LoggerFrom(ctx).WithValues("namespace", ns, "pod", pod.DisplayName())
-
 	nsLabels, found, err := m.Namespaces.Labels(ctx, ns)
 	if err != nil {
-		log.Error(err, "namespace lookup failed")
+		ctrl.LoggerFrom(ctx).Error(err, "namespace lookup failed", "namespace", ns, "pod", pod.DisplayName())
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
 	if !found {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("namespace %q does not exist", ns))
 	}
-	facts, err := pod.Facts(ns, nsLabels)
+	var facts policy.Facts
+	if m.Images != nil {
+		facts, err = pod.FactsCached(ns, nsLabels, m.Images)
+	} else {
+		facts, err = pod.Facts(ns, nsLabels)
+	}
 	if err != nil {
-		return m.finish(start, admission.Denied("isolator: "+err.Error()), nil)
+		return m.finish(start, admission.Denied("isolator: "+err.Error()), nil, true)
 	}
 	// A class that isolator set itself in an earlier pass (reinvocation) is not the
 	// user's choice: decide afresh. A pod that fakes the annotation only gets decided.
@@ -93,26 +105,30 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	if facts.RuntimeClassName != "" && pod.Metadata.Annotations[AnnotationRuntimeClass] == facts.RuntimeClassName {
 		facts.RuntimeClassName, ownClass = "", true
 	}
-	snap := m.Policy()
-	d := snap.Evaluate(&facts)
+	d := m.Policy().Evaluate(&facts)
 	if ownClass && d.Action == policy.ActionSet && d.RuntimeClass == *pod.Spec.RuntimeClassName {
+		// The apiserver calls again after the in-tree RuntimeClass plugin added the
+		// class's overhead and scheduling: the decision stands, and it was counted the
+		// first time.
 		d.Action = policy.ActionKeep
+		return m.finish(start, m.respond(ctx, pod, &d, ownClass), &d, false)
 	}
-	resp := m.respond(&pod, &d, ownClass)
+	resp := m.respond(ctx, pod, &d, ownClass)
 	switch d.Action {
 	case policy.ActionDeny:
-		log.Info("pod denied", "rule", d.Rule, "reason", d.Reason)
+		ctrl.LoggerFrom(ctx).Info("pod denied", "namespace", ns, "pod", pod.DisplayName(), "rule", d.Rule, "reason", d.Reason)
 	case policy.ActionReplace:
-		log.Info("runtime class replaced", "rule", d.Rule, "from", *pod.Spec.RuntimeClassName, "to", d.RuntimeClass)
+		ctrl.LoggerFrom(ctx).Info("runtime class replaced", "namespace", ns, "pod", pod.DisplayName(), "rule", d.Rule,
+			"from", *pod.Spec.RuntimeClassName, "to", d.RuntimeClass)
 	}
-	return m.finish(start, resp, &d)
+	return m.finish(start, resp, &d, true)
 }
 
-func (m *PodMutator) respond(pod *policy.Pod, d *policy.Decision, ownClass bool) admission.Response {
+func (m *PodMutator) respond(ctx context.Context, pod *policy.Pod, d *policy.Decision, ownClass bool) admission.Response {
 	var resp admission.Response
 	switch d.Action {
 	case policy.ActionSet, policy.ActionReplace:
-		if _, exists, _ := m.RuntimeClasses.Labels(context.Background(), d.RuntimeClass); !exists && m.RuntimeClasses.Synced() {
+		if _, exists, _ := m.RuntimeClasses.Labels(ctx, d.RuntimeClass); !exists && m.RuntimeClasses.Synced() {
 			d.Action = policy.ActionDeny
 			d.Reason = "RuntimeClass " + d.RuntimeClass + " does not exist in this cluster, and rule " + d.Rule +
 				" requires it (" + d.Reason + "); create it (kubectl apply -k manifests/runtimeclasses) or change the policy"
@@ -182,16 +198,20 @@ func patchFor(op, class, rule string, hasAnnotations bool) []byte {
 	return []byte(b.String())
 }
 
-func (m *PodMutator) finish(start time.Time, resp admission.Response, d *policy.Decision) admission.Response {
+// finish records the time taken and, when count is set, the decision: d nil is a pod
+// refused before any rule applied (an invalid image reference).
+func (m *PodMutator) finish(start time.Time, resp admission.Response, d *policy.Decision, count bool) admission.Response {
 	if m.Metrics == nil {
 		return resp
 	}
-	if d != nil {
+	switch {
+	case !count:
+	case d != nil:
 		m.Metrics.Decisions.WithLabelValues(d.RuntimeClass, d.Rule, string(d.Action)).Inc()
 		if d.Audit.Action != "" {
 			m.Metrics.AuditDecisions.WithLabelValues(d.Audit.RuntimeClass, d.Audit.Rule, string(d.Audit.Action)).Inc()
 		}
-	} else {
+	default:
 		m.Metrics.Decisions.WithLabelValues("", "", string(policy.ActionDeny)).Inc()
 	}
 	m.Metrics.DecisionDuration.Observe(time.Since(start).Seconds())

@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/isolator-dev/isolator/policy"
 )
@@ -53,7 +52,7 @@ func testMutator(t testing.TB) (*PodMutator, *Metrics) {
 	rcs.MarkSynced()
 	m := NewMetrics()
 	m.MustRegister(prometheus.NewRegistry())
-	return &PodMutator{Policy: func() *policy.Snapshot { return snap }, Namespaces: ns, RuntimeClasses: rcs, Metrics: m}, m
+	return &PodMutator{Policy: func() *policy.Snapshot { return snap }, Namespaces: ns, RuntimeClasses: rcs, Metrics: m, Images: policy.NewImageCache(100)}, m
 }
 
 // serve runs one raw AdmissionReview through controller-runtime's admission HTTP
@@ -68,7 +67,7 @@ func serve(h http.Handler, body []byte) *httptest.ResponseRecorder {
 
 func TestMutatorGolden(t *testing.T) {
 	mut, _ := testMutator(t)
-	h := &admission.Webhook{Handler: mut}
+	h := mut
 	inputs, err := filepath.Glob("testdata/admission/*.json")
 	if err != nil || len(inputs) == 0 {
 		t.Fatalf("no inputs: %v", err)
@@ -145,7 +144,7 @@ func checkInvariants(t *testing.T, name string, r *admissionv1.AdmissionResponse
 
 func TestMutatorMetrics(t *testing.T) {
 	mut, m := testMutator(t)
-	h := &admission.Webhook{Handler: mut}
+	h := mut
 	for _, in := range []string{"set-untrusted-namespace", "set-untrusted-namespace", "deny-host-network", "audit-quay-image"} {
 		body, err := os.ReadFile("testdata/admission/" + in + ".json")
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/isolator-dev/isolator/policy"
+	"github.com/isolator-dev/isolator/webhook/backstop"
 )
 
 // CacheOptions limits the manager's cache to what the webhook reads: policy ConfigMaps
@@ -53,6 +54,9 @@ func partial(gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
 	return p
 }
 
+// imageCacheEntries bounds the normalised-image cache: about 100 bytes an entry.
+const imageCacheEntries = 50000
+
 // Options configure Setup.
 type Options struct {
 	// Namespace holds the policy ConfigMaps.
@@ -61,6 +65,9 @@ type Options struct {
 	CertLoaded func() bool
 	// Metrics default to NewMetrics registered with controller-runtime's registry.
 	Metrics *Metrics
+	// Backstop reconciles the fail-closed ValidatingAdmissionPolicy backstop from every
+	// new policy, on the leader.
+	Backstop bool
 }
 
 // Webhook is the admission side wired into a manager.
@@ -98,14 +105,24 @@ func Setup(mgr manager.Manager, opts Options) (*Webhook, error) {
 		reader:         mgr.GetClient(),
 	}
 	srv := mgr.GetWebhookServer()
-	srv.Register(MutatePath, &admission.Webhook{Handler: &PodMutator{
+	srv.Register(MutatePath, &PodMutator{
 		Policy: w.Store.Snapshot, Namespaces: w.Namespaces, RuntimeClasses: w.RuntimeClasses, Metrics: m,
-	}})
+		Images: policy.NewImageCache(imageCacheEntries),
+	})
 	srv.Register(ValidatePath, &admission.Webhook{Handler: &PolicyValidator{
 		Store: w.Store, RuntimeClasses: w.RuntimeClasses, Metrics: m,
 	}})
 	if err := mgr.Add(w); err != nil {
 		return nil, err
+	}
+	if opts.Backstop {
+		// The store swaps in its first policy only after a full list of the ConfigMaps,
+		// so the backstop is never replaced by that of an empty policy at start-up.
+		rec := backstop.NewReconciler(mgr.GetClient(), ctrl.Log.WithName("backstop"), backstop.Options{Namespace: opts.Namespace})
+		if err := mgr.Add(rec); err != nil {
+			return nil, err
+		}
+		w.Store.OnSwap(rec.Update)
 	}
 	if err := mgr.AddReadyzCheck("isolator", w.ReadyCheck); err != nil {
 		return nil, err

@@ -348,9 +348,11 @@ func TestRestartAPIServer(t *testing.T) {
 	oldPID := cp.Process(harness.APIServer).PID()
 	url := cp.URL()
 
+	start := time.Now()
 	if err := cp.RestartAPIServer(ctx); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("kube-apiserver restarted in %s", time.Since(start).Round(time.Millisecond))
 
 	if pid := cp.Process(harness.APIServer).PID(); pid == oldPID {
 		t.Errorf("kube-apiserver pid %d did not change", pid)
@@ -379,5 +381,7 @@ func TestRestartAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	start = time.Now()
 	waitForOwnedPods(t, ctx, client, ns, job.Name, 1)
+	t.Logf("the controller-manager created the Job's pod %s after the restart", time.Since(start).Round(time.Millisecond))
 }

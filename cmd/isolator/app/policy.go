@@ -24,7 +24,7 @@ A policy file may hold bare RuntimePolicy documents or policy ConfigMaps (the
 RuntimePolicy under data key policy.yaml), several per file separated by ---.
 Use - to read standard input.`,
 	}
-	cmd.AddCommand(newPolicyValidateCommand(s), newPolicyExplainCommand(s), newPolicyAuditCommand(s))
+	cmd.AddCommand(newPolicyValidateCommand(s), newPolicyExplainCommand(s), newPolicyAuditCommand(s), newPolicyBackstopCommand(s))
 	return cmd
 }
 

@@ -21,6 +21,6 @@ trap 'kill "$heartbeat" 2>/dev/null || true; rm -f "$out.tmp"' EXIT
 mkdir -p "$(dirname "$out")"
 # Build next to the target and rename, so that an interrupted build never leaves a
 # truncated binary that later runs would take for a good one.
-GOWORK=off GOFLAGS=-mod=readonly go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg"
+GOWORK=off go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg"
 mv -f "$out.tmp" "$out"
 echo "tools: built $name $version in $((SECONDS - start))s"

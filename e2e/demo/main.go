@@ -1,0 +1,299 @@
+// Command demo runs isolator on a local control plane and shows what it decides: it
+// starts etcd, kube-apiserver and kube-controller-manager, the real isolator webhook,
+// installs the RuntimeClasses and the example policies from manifests/, creates the
+// example pods and a Deployment in several namespaces, and prints a table of where each
+// pod landed and why. It keeps running until Ctrl-C so that kubectl can look around;
+// DEMO_EXIT=1 prints and exits, for scripts.
+//
+// Run it with `make demo`, which builds the binaries it needs first.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/isolator-dev/isolator/e2e/harness"
+	"github.com/isolator-dev/isolator/policy"
+	"github.com/isolator-dev/isolator/webhook"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
+
+func run(ctx context.Context) error {
+	manifests, err := harness.ManifestsDir()
+	if err != nil {
+		return err
+	}
+	logDir, err := os.MkdirTemp("", "isolator-demo-logs-")
+	if err != nil {
+		return err
+	}
+	step("starting etcd, kube-apiserver and kube-controller-manager on loopback ports (logs in %s)", logDir)
+	startCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cp, err := harness.Start(startCtx, harness.Options{LogDir: logDir})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("stopping the control plane")
+		_ = cp.Stop()
+	}()
+
+	step("starting the isolator webhook and registering it from manifests/base")
+	iso, err := cp.StartIsolator(startCtx, harness.IsolatorOptions{})
+	if err != nil {
+		return err
+	}
+	if err := iso.Register(startCtx, cp.Client(), filepath.Join(manifests, "base")); err != nil {
+		return err
+	}
+	step("installing the RuntimeClasses (manifests/runtimeclasses) and the example policies (manifests/examples/policies.yaml)")
+	if _, err := cp.Kubectl(startCtx, nil, "apply", "--server-side", "-k", filepath.Join(manifests, "runtimeclasses")); err != nil {
+		return err
+	}
+	policyFile := filepath.Join(manifests, "examples", "policies.yaml")
+	if _, err := cp.Kubectl(startCtx, nil, "apply", "--server-side", "-f", policyFile); err != nil {
+		return err
+	}
+	snap, err := loadPolicy(policyFile)
+	if err != nil {
+		return err
+	}
+	if err := harness.WaitFor(startCtx, 30*time.Second, "the webhook to load the policy", func(ctx context.Context) (bool, error) {
+		text, err := iso.Metrics(ctx)
+		return err == nil && strings.Contains(text, fmt.Sprintf("isolator_policy_rules %d", snap.Len())), err
+	}); err != nil {
+		return err
+	}
+
+	step("creating the example namespaces and pods (manifests/examples/pods.yaml) and a Deployment")
+	rows, err := createExamples(startCtx, cp, snap, filepath.Join(manifests, "examples", "pods.yaml"))
+	if err != nil {
+		return err
+	}
+	depRows, err := createDeployment(startCtx, cp, snap)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, depRows...)
+	printTable(rows)
+
+	tools := harness.ToolsBin()
+	fmt.Printf(`
+The control plane keeps running. To look around with kubectl:
+
+  export KUBECONFIG=%s
+  %s/kubectl get pods -A -o custom-columns=NAMESPACE:.metadata.namespace,POD:.metadata.name,CLASS:.spec.runtimeClassName,RULE:.metadata.annotations.isolator\.dev/rule
+  %s/kubectl -n isolator-system get configmaps -l isolator.dev/policy=true
+
+The webhook's log is %s and its metrics are at %s.
+Press Ctrl-C to stop.
+`, cp.Kubeconfig(), tools, tools, iso.LogPath(), iso.MetricsURL)
+	if os.Getenv("DEMO_EXIT") == "1" {
+		return nil
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func loadPolicy(path string) (*policy.Snapshot, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	srcs, errs := policy.ReadSources(path, f)
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return policy.Compile(srcs...)
+}
+
+type row struct{ ns, pod, class, rule, why string }
+
+// lastWarning keeps the admission warning of the last request (pods are created one
+// at a time).
+type lastWarning struct{ text string }
+
+func (w *lastWarning) HandleWarningHeader(_ int, _ string, text string) { w.text = text }
+
+// explain gives the reason for a stored pod's class, evaluating the same policy the
+// webhook enforces, and says so if the two ever disagree.
+func explain(snap *policy.Snapshot, p *corev1.Pod, nsLabels map[string]string) string {
+	var pp policy.Pod
+	raw, err := yaml.Marshal(p)
+	if err == nil {
+		err = yaml.Unmarshal(raw, &pp)
+	}
+	if err != nil {
+		return err.Error()
+	}
+	if pp.Spec.RuntimeClassName != nil && pp.Metadata.Annotations[webhook.AnnotationRuntimeClass] == *pp.Spec.RuntimeClassName {
+		pp.Spec.RuntimeClassName = nil
+	}
+	facts, err := pp.Facts(p.Namespace, nsLabels)
+	if err != nil {
+		return err.Error()
+	}
+	d := snap.Evaluate(&facts)
+	if d.Rule != p.Annotations[webhook.AnnotationRule] && d.Action != policy.ActionKeep && d.Action != policy.ActionNone {
+		return fmt.Sprintf("(the webhook chose %s, but the policy file says %s) %s", p.Annotations[webhook.AnnotationRule], d.Rule, d.Reason)
+	}
+	return d.Reason
+}
+
+func createExamples(ctx context.Context, cp *harness.ControlPlane, snap *policy.Snapshot, path string) ([]row, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	docs, err := policy.SplitDocuments(bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	warn := &lastWarning{}
+	cfg := cp.RESTConfig()
+	cfg.WarningHandler = warn
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	nsLabels := map[string]map[string]string{}
+	var pods []*corev1.Pod
+	for _, doc := range docs {
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			return nil, err
+		}
+		switch tm.Kind {
+		case "Namespace":
+			var ns corev1.Namespace
+			if err := yaml.UnmarshalStrict(doc, &ns); err != nil {
+				return nil, err
+			}
+			if _, err := cp.CreateNamespace(ctx, ns.Name, ns.Labels); err != nil {
+				return nil, err
+			}
+		case "Pod":
+			var p corev1.Pod
+			if err := yaml.UnmarshalStrict(doc, &p); err != nil {
+				return nil, err
+			}
+			pods = append(pods, &p)
+		}
+	}
+	var rows []row
+	for _, p := range pods {
+		if p.Namespace == "" {
+			p.Namespace = "default"
+		}
+		if _, err := cp.CreateNamespace(ctx, p.Namespace, nil); err != nil {
+			return nil, err
+		}
+		ns, err := c.CoreV1().Namespaces().Get(ctx, p.Namespace, metav1.GetOptions{})
+		if err != nil {
+			return nil, err
+		}
+		nsLabels[p.Namespace] = ns.Labels
+		warn.text = ""
+		got, err := c.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{})
+		var status apierrors.APIStatus
+		switch {
+		case err == nil && warn.text != "":
+			rows = append(rows, row{p.Namespace, p.Name, classOf(got), got.Annotations[webhook.AnnotationRule], "warning: " + warn.text})
+		case err == nil:
+			rows = append(rows, row{p.Namespace, p.Name, classOf(got), got.Annotations[webhook.AnnotationRule], explain(snap, got, ns.Labels)})
+		case errors.As(err, &status) && apierrors.IsForbidden(err):
+			rows = append(rows, row{p.Namespace, p.Name, "DENIED", "", status.Status().Message})
+		default:
+			return nil, fmt.Errorf("creating pod %s/%s: %w", p.Namespace, p.Name, err)
+		}
+	}
+	return rows, nil
+}
+
+func createDeployment(ctx context.Context, cp *harness.ControlPlane, snap *policy.Snapshot) ([]row, error) {
+	c := cp.Client()
+	replicas := int32(2)
+	labels := map[string]string{"app": "checkout"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "checkout", Namespace: "shop"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "checkout", Image: "registry.example.com/shop/checkout:3.2"}}},
+			},
+		},
+	}
+	if _, err := c.AppsV1().Deployments("shop").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	ns, err := c.CoreV1().Namespaces().Get(ctx, "shop", metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var pods *corev1.PodList
+	err = harness.WaitFor(ctx, time.Minute, "the Deployment's pods", func(ctx context.Context) (bool, error) {
+		var err error
+		pods, err = c.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{LabelSelector: "app=checkout"})
+		return err == nil && len(pods.Items) == int(replicas), err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var rows []row
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		rows = append(rows, row{p.Namespace, p.Name + " (Deployment checkout)", classOf(p), p.Annotations[webhook.AnnotationRule], explain(snap, p, ns.Labels)})
+	}
+	return rows, nil
+}
+
+func classOf(p *corev1.Pod) string {
+	if p.Spec.RuntimeClassName == nil {
+		return "-"
+	}
+	return *p.Spec.RuntimeClassName
+}
+
+func printTable(rows []row) {
+	fmt.Println()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAMESPACE\tPOD\tRUNTIMECLASS\tRULE\tWHY")
+	for _, r := range rows {
+		rule := r.rule
+		if rule == "" {
+			rule = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.ns, r.pod, r.class, rule, r.why)
+	}
+	_ = tw.Flush()
+}

@@ -1,0 +1,242 @@
+// Package manifests holds no Go code: its tests check that every kustomization under
+// manifests/ builds and that what it builds matches the names isolator's parts share.
+package manifests
+
+import (
+	"io/fs"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+// crdKinds are the custom resources the manifests use; the e2e tests check them
+// against the real CRDs (cert-manager, prometheus-operator) with a server dry run.
+var crdKinds = map[string]bool{
+	"cert-manager.io/v1 Issuer":               true,
+	"cert-manager.io/v1 Certificate":          true,
+	"monitoring.coreos.com/v1 ServiceMonitor": true,
+	"monitoring.coreos.com/v1 PodMonitor":     true,
+	"monitoring.coreos.com/v1 PrometheusRule": true,
+}
+
+// Kustomizations lists every directory under manifests/ with a kustomization.yaml.
+func kustomizations(t *testing.T) []string {
+	t.Helper()
+	var dirs []string
+	err := filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && d.Name() == "kustomization.yaml" {
+			dirs = append(dirs, filepath.Dir(p))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(dirs)
+	return dirs
+}
+
+// build runs kustomize on dir and decodes every object strictly: an unknown or
+// misspelt field in a built-in kind fails.
+func build(t *testing.T, dir string) []runtime.Object {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	rm, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	decoder := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+	var objs []runtime.Object
+	for _, r := range rm.Resources() {
+		data, err := r.AsYAML()
+		if err != nil {
+			t.Fatalf("%s: %s: %v", dir, r.CurId(), err)
+		}
+		var tm struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+		}
+		if err := yaml.Unmarshal(data, &tm); err != nil {
+			t.Fatalf("%s: %s: %v", dir, r.CurId(), err)
+		}
+		if crdKinds[tm.APIVersion+" "+tm.Kind] {
+			continue
+		}
+		obj, _, err := decoder.Decode(data, nil, nil)
+		if err != nil {
+			t.Errorf("%s: %s does not decode strictly: %v", dir, r.CurId(), err)
+			continue
+		}
+		objs = append(objs, obj)
+	}
+	return objs
+}
+
+func TestEveryKustomizationBuilds(t *testing.T) {
+	dirs := kustomizations(t)
+	want := []string{".", "base", "monitoring", "node", "overlays/cert-manager", "overlays/self-signed", "runtimeclasses"}
+	if !slices.Equal(dirs, want) {
+		t.Errorf("kustomizations = %v, want %v (update this test when adding one)", dirs, want)
+	}
+	for _, dir := range dirs {
+		t.Run(dir, func(t *testing.T) {
+			for _, obj := range build(t, dir) {
+				m, ok := obj.(interface {
+					GetNamespace() string
+					GetName() string
+				})
+				if !ok {
+					continue
+				}
+				if ns := m.GetNamespace(); ns != "" && ns != "isolator-system" {
+					t.Errorf("%s %s is in namespace %s, want isolator-system", obj.GetObjectKind().GroupVersionKind().Kind, m.GetName(), ns)
+				}
+			}
+		})
+	}
+}
+
+func find[T runtime.Object](objs []runtime.Object, name string, get func(T) string) T {
+	var zero T
+	for _, o := range objs {
+		if t, ok := o.(T); ok && get(t) == name {
+			return t
+		}
+	}
+	return zero
+}
+
+// TestOverlaysKeepTheSharedNames checks what the webhook, the certificates and the
+// node bootstrapper rely on, in both overlays.
+func TestOverlaysKeepTheSharedNames(t *testing.T) {
+	for _, tc := range []struct {
+		dir, certMode string
+		optionalCerts bool
+	}{
+		{"overlays/cert-manager", "cert-manager", false},
+		{"overlays/self-signed", "self", true},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			objs := build(t, tc.dir)
+			dep := find(objs, "isolator-webhook", func(d *appsv1.Deployment) string { return d.Name })
+			if dep == nil {
+				t.Fatal("no Deployment isolator-webhook")
+			}
+			spec := dep.Spec.Template.Spec
+			c := spec.Containers[0]
+			for _, a := range []string{"webhook", "--port=9443", "--metrics-bind-address=:8080", "--health-probe-bind-address=:8081",
+				"--cert-dir=/tmp/k8s-webhook-server/serving-certs", "--cert-mode=" + tc.certMode} {
+				if !slices.Contains(c.Args, a) {
+					t.Errorf("webhook args %v lack %s", c.Args, a)
+				}
+			}
+			if *dep.Spec.Replicas != 3 || spec.PriorityClassName != "system-cluster-critical" || spec.ServiceAccountName != "isolator-webhook" {
+				t.Errorf("replicas %d, priorityClassName %q, serviceAccountName %q; want 3, system-cluster-critical, isolator-webhook",
+					*dep.Spec.Replicas, spec.PriorityClassName, spec.ServiceAccountName)
+			}
+			if c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Port.StrVal != "health" {
+				t.Errorf("probes: readiness %+v, liveness %+v", c.ReadinessProbe.HTTPGet, c.LivenessProbe.HTTPGet)
+			}
+			if c.Lifecycle.PreStop.Sleep == nil || *spec.TerminationGracePeriodSeconds <= c.Lifecycle.PreStop.Sleep.Seconds {
+				t.Errorf("preStop %+v must sleep less than terminationGracePeriodSeconds %d", c.Lifecycle.PreStop, *spec.TerminationGracePeriodSeconds)
+			}
+			var certs *corev1.Volume
+			for i := range spec.Volumes {
+				if spec.Volumes[i].Secret != nil && spec.Volumes[i].Secret.SecretName == "isolator-webhook-tls" {
+					certs = &spec.Volumes[i]
+				}
+			}
+			if certs == nil {
+				t.Fatal("the Secret isolator-webhook-tls is not mounted")
+			}
+			if got := certs.Secret.Optional != nil && *certs.Secret.Optional; got != tc.optionalCerts {
+				t.Errorf("certificate volume optional = %v, want %v", got, tc.optionalCerts)
+			}
+			for _, m := range c.VolumeMounts {
+				if m.Name == certs.Name && (m.MountPath != "/tmp/k8s-webhook-server/serving-certs" || m.SubPath != "") {
+					t.Errorf("certificates mounted at %s (subPath %q), want /tmp/k8s-webhook-server/serving-certs without subPath", m.MountPath, m.SubPath)
+				}
+			}
+
+			svc := find(objs, "isolator-webhook", func(s *corev1.Service) string { return s.Name })
+			if svc == nil || svc.Spec.Ports[0].Name != "https" || svc.Spec.Ports[0].Port != 443 || svc.Spec.Ports[0].TargetPort.StrVal != "https" {
+				t.Errorf("Service isolator-webhook: %+v, want port 443 named https to the https container port", svc)
+			}
+
+			mwc := find(objs, "isolator", func(m *admissionregistrationv1.MutatingWebhookConfiguration) string { return m.Name })
+			if mwc == nil || len(mwc.Webhooks) != 1 {
+				t.Fatal("no MutatingWebhookConfiguration isolator with one webhook")
+			}
+			w := mwc.Webhooks[0]
+			if w.Name != "pods.isolator.dev" || *w.ClientConfig.Service.Path != "/mutate-pods" || *w.FailurePolicy != admissionregistrationv1.Ignore ||
+				*w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy || *w.SideEffects != admissionregistrationv1.SideEffectClassNone ||
+				*w.TimeoutSeconds > 3 || len(w.ClientConfig.CABundle) != 0 {
+				t.Errorf("mutating webhook %+v", w)
+			}
+			if ops := w.Rules[0].Operations; len(ops) != 1 || ops[0] != admissionregistrationv1.Create {
+				t.Errorf("mutating webhook operations %v, want [CREATE]", ops)
+			}
+			excluded := w.NamespaceSelector.MatchExpressions[0].Values
+			for _, ns := range []string{"kube-system", "kube-public", "kube-node-lease", "isolator-system"} {
+				if !slices.Contains(excluded, ns) {
+					t.Errorf("the mutating webhook does not exclude namespace %s", ns)
+				}
+			}
+			if len(w.MatchConditions) != 1 || !strings.Contains(w.MatchConditions[0].Expression, "kubernetes.io/config.mirror") {
+				t.Errorf("matchConditions %v do not skip mirror pods", w.MatchConditions)
+			}
+
+			vwc := find(objs, "isolator", func(m *admissionregistrationv1.ValidatingWebhookConfiguration) string { return m.Name })
+			if vwc == nil || vwc.Webhooks[0].Name != "policies.isolator.dev" || *vwc.Webhooks[0].ClientConfig.Service.Path != "/validate-policy" ||
+				vwc.Webhooks[0].ObjectSelector.MatchLabels["isolator.dev/policy"] != "true" {
+				t.Errorf("validating webhook %+v", vwc)
+			}
+			for _, obj := range []interface{ GetAnnotations() map[string]string }{mwc, vwc} {
+				got := obj.GetAnnotations()["cert-manager.io/inject-ca-from"]
+				want := ""
+				if tc.certMode == "cert-manager" {
+					want = "isolator-system/isolator-webhook"
+				}
+				if got != want {
+					t.Errorf("inject-ca-from = %q, want %q", got, want)
+				}
+			}
+
+			kata := find(objs, "kata-rc", func(r *nodev1.RuntimeClass) string { return r.Name })
+			if kata == nil || kata.Handler != "kata" || kata.Scheduling.NodeSelector["isolator.dev/kata-runtime"] != "true" || kata.Overhead == nil {
+				t.Errorf("RuntimeClass kata-rc: %+v", kata)
+			}
+			if runc := find(objs, "runc-rc", func(r *nodev1.RuntimeClass) string { return r.Name }); runc == nil || runc.Handler != "runc" {
+				t.Errorf("RuntimeClass runc-rc: %+v", runc)
+			}
+
+			ds := find(objs, "isolator-node", func(d *appsv1.DaemonSet) string { return d.Name })
+			if ds == nil || ds.Spec.Template.Spec.NodeSelector["isolator.dev/kata"] != "enabled" || ds.Spec.Template.Spec.ServiceAccountName != "isolator-node" {
+				t.Fatalf("DaemonSet isolator-node: %+v", ds)
+			}
+			for _, a := range []string{"node", "run", "--host-root=/host", "--artifacts=/opt/isolator/kata"} {
+				if !slices.Contains(ds.Spec.Template.Spec.Containers[0].Args, a) {
+					t.Errorf("node args %v lack %s", ds.Spec.Template.Spec.Containers[0].Args, a)
+				}
+			}
+			if ds.Spec.Template.Spec.HostNetwork || ds.Spec.Template.Spec.HostPID || ds.Spec.Template.Spec.HostIPC {
+				t.Error("isolator-node must not use host namespaces")
+			}
+		})
+	}
+}

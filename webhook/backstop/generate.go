@@ -1,0 +1,483 @@
+package backstop
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/isolator-dev/isolator/policy"
+	"github.com/isolator-dev/isolator/webhook/backstop/internal/imageregex"
+)
+
+// Names and labels of the generated objects.
+const (
+	// Name names the generated ValidatingAdmissionPolicy and its binding. It is fixed
+	// so that RBAC can scope the webhook's rights to it with resourceNames.
+	Name = "isolator-backstop"
+	// NamePrefix marks every backstop object; the reconciler deletes stale ones.
+	NamePrefix = "isolator-backstop"
+
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "isolator"
+	componentLabel = "app.kubernetes.io/component"
+	partOfLabel    = "app.kubernetes.io/part-of"
+
+	// SourcesAnnotation lists the policies the backstop was generated from.
+	SourcesAnnotation = "isolator.dev/policy-sources"
+	// RulesAnnotation counts the Enforce rules the backstop checks.
+	RulesAnnotation = "isolator.dev/rules"
+
+	// MirrorPodAnnotation marks the mirror of a kubelet's static pod.
+	MirrorPodAnnotation = "kubernetes.io/config.mirror"
+	// DefaultNamespace is isolator's own namespace.
+	DefaultNamespace = "isolator-system"
+)
+
+// DefaultExcludedNamespaces are never checked, like the webhook's namespaceSelector:
+// an outage of isolator must never block the cluster's own pods.
+var DefaultExcludedNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
+
+// Limits the CEL is built for. The apiserver stops one expression at a cost of
+// 1,000,000 (PerCallLimit) and one policy evaluation at 10,000,000
+// (RuntimeCELCostBudget); the parser refuses expressions over 100,000 code points and
+// deeply nested ones. The rules are therefore evaluated in chunks: each chunk is one
+// variable, nested at most maxChunkRules deep and at most maxChunkChars long.
+const (
+	maxChunkRules = 32
+	maxChunkChars = 60000
+)
+
+// Options shape the generated objects.
+type Options struct {
+	// Namespace is isolator's own namespace; it is never checked. Default
+	// isolator-system.
+	Namespace string
+	// ExcludedNamespaces are never checked either. Default DefaultExcludedNamespaces.
+	ExcludedNamespaces []string
+}
+
+func (o Options) excluded() []string {
+	ns := o.Namespace
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	ex := o.ExcludedNamespaces
+	if ex == nil {
+		ex = DefaultExcludedNamespaces
+	}
+	out := append(slices.Clone(ex), ns)
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+// Generate renders the backstop for the merged policy: one ValidatingAdmissionPolicy
+// and its binding, or nothing when no Enforce rule and no default picks a sandboxed
+// class. The CEL walks the Enforce rules in resolution order, exactly as
+// Snapshot.Evaluate does, so a higher-priority rule that picks a non-sandboxed class
+// still wins over a sandboxed one below it; the first matching rule (or the default)
+// decides which classes the pod may carry.
+func Generate(snap *policy.Snapshot, opts Options) ([]*admissionregistrationv1.ValidatingAdmissionPolicy, []*admissionregistrationv1.ValidatingAdmissionPolicyBinding, error) {
+	if snap == nil {
+		return nil, nil, nil
+	}
+	var sandboxed []string
+	for _, c := range snap.Classes() {
+		if c.Sandboxed {
+			sandboxed = append(sandboxed, c.Name)
+		}
+	}
+	var rules []policy.RuleInfo
+	for _, r := range snap.Rules() {
+		if !r.Audit {
+			rules = append(rules, r)
+		}
+	}
+	defClass, defRule, hasDefault := snap.Default()
+	defSandboxed := false
+	if hasDefault {
+		c, _ := snap.Class(defClass)
+		defSandboxed = c.Sandboxed
+	}
+	// Past the last sandboxed rule, a match only ever picks a non-sandboxed class, as
+	// does falling through to a non-sandboxed default: those rules can't change what the
+	// backstop requires.
+	if !defSandboxed {
+		last := -1
+		for i, r := range rules {
+			if r.Sandboxed {
+				last = i
+			}
+		}
+		rules = rules[:last+1]
+	}
+	if len(rules) == 0 && !defSandboxed {
+		return nil, nil, nil
+	}
+
+	required := map[string][]string{} // qualified rule -> decided class, then the others accepted
+	for _, r := range rules {
+		if r.Sandboxed {
+			required[r.Qualified] = acceptedList(snap, r.Rule.RuntimeClass)
+		}
+	}
+	fallback := ""
+	if defSandboxed {
+		fallback = defRule
+		required[defRule] = acceptedList(snap, defClass)
+	}
+
+	vars := []admissionregistrationv1.Variable{
+		{Name: "nsLabels", Expression: `has(namespaceObject.metadata.labels) ? namespaceObject.metadata.labels : {}`},
+		{Name: "podLabels", Expression: `has(object.metadata.labels) ? object.metadata.labels : {}`},
+		{Name: "images", Expression: imagesExpr},
+		{Name: "rc", Expression: `has(object.spec.runtimeClassName) ? object.spec.runtimeClassName : ""`},
+		{Name: "hostNamespaces", Expression: hostNamespacesExpr},
+		{Name: "podName", Expression: podNameExpr},
+	}
+	chunks, err := chunkRules(rules)
+	if err != nil {
+		return nil, nil, err
+	}
+	var pick strings.Builder
+	for i, c := range chunks {
+		name := fmt.Sprintf("rules%d", i)
+		vars = append(vars, admissionregistrationv1.Variable{Name: name, Expression: c})
+		fmt.Fprintf(&pick, "variables.%s != \"\" ? variables.%s : ", name, name)
+	}
+	pick.WriteString(celString(fallback))
+	vars = append(vars,
+		admissionregistrationv1.Variable{Name: "rule", Expression: pick.String()},
+		// A variable is evaluated once per admission, so the map is built once.
+		admissionregistrationv1.Variable{Name: "requiredByRule", Expression: requiredMap(required)},
+		admissionregistrationv1.Variable{Name: "required", Expression: `variables.rule in variables.requiredByRule ? variables.requiredByRule[variables.rule] : []`},
+	)
+
+	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: admissionregistrationv1.SchemeGroupVersion.String(), Kind: "ValidatingAdmissionPolicy"},
+		ObjectMeta: objectMeta(snap, len(rules)),
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+						Rule: admissionregistrationv1.Rule{
+							APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"},
+						},
+					},
+				}},
+			},
+			MatchConditions: []admissionregistrationv1.MatchCondition{{
+				// The kubelet's mirror pods stand for static pods that run whatever the
+				// apiserver says. Only a node may skip the check this way: anyone else
+				// adding the annotation is still checked.
+				Name: "not-a-kubelet-mirror-pod",
+				Expression: `!(has(object.metadata.annotations) && "` + MirrorPodAnnotation +
+					`" in object.metadata.annotations && request.userInfo.username.startsWith("system:node:"))`,
+			}},
+			Variables: vars,
+			Validations: []admissionregistrationv1.Validation{
+				{
+					Expression:        `size(variables.required) == 0 || variables.rc in variables.required`,
+					MessageExpression: requiredMessage,
+					Reason:            ptr(metav1.StatusReasonForbidden),
+				},
+				{
+					Expression:        `!variables.hostNamespaces || !(variables.rc in ` + celList(sandboxed) + `)`,
+					MessageExpression: hostNamespacesMessage,
+					Reason:            ptr(metav1.StatusReasonForbidden),
+				},
+			},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		TypeMeta:   metav1.TypeMeta{APIVersion: admissionregistrationv1.SchemeGroupVersion.String(), Kind: "ValidatingAdmissionPolicyBinding"},
+		ObjectMeta: objectMeta(snap, len(rules)),
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{
+				NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+					Key: corev1NamespaceNameLabel, Operator: metav1.LabelSelectorOpNotIn, Values: opts.excluded(),
+				}}},
+			},
+		},
+	}
+	return []*admissionregistrationv1.ValidatingAdmissionPolicy{vap}, []*admissionregistrationv1.ValidatingAdmissionPolicyBinding{binding}, nil
+}
+
+// corev1NamespaceNameLabel is set by the apiserver on every namespace to its name.
+const corev1NamespaceNameLabel = "kubernetes.io/metadata.name"
+
+func ptr[T any](v T) *T { return &v }
+
+func objectMeta(snap *policy.Snapshot, rules int) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name: Name,
+		Labels: map[string]string{
+			ManagedByLabel: ManagedByValue,
+			componentLabel: "backstop",
+			partOfLabel:    "isolator",
+		},
+		Annotations: map[string]string{
+			SourcesAnnotation: strings.Join(snap.Sources(), ","),
+			RulesAnnotation:   strconv.Itoa(rules),
+		},
+	}
+}
+
+// acceptedList is the decided class first, then the other classes a pod may name.
+func acceptedList(snap *policy.Snapshot, class string) []string {
+	out := []string{class}
+	for _, c := range snap.Accepted(class) {
+		if c != class {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Denial messages: one line each, naming the pod, the rule and the fix.
+const (
+	requiredMessage = `"pod " + variables.podName + " in namespace " + request.namespace + ` +
+		`" must run in runtime class " + variables.required[0] + " (isolator rule " + variables.rule + ")" + ` +
+		`(variables.rc == "" ? ", but it names none: the isolator webhook, which sets it, did not handle the pod" : ", but it names " + variables.rc) + ` +
+		`"; set spec.runtimeClassName to one of: " + variables.required.join(", ")`
+	hostNamespacesMessage = `"pod " + variables.podName + " in namespace " + request.namespace + ` +
+		`" uses hostNetwork, hostPID or hostIPC, but runtime class " + variables.rc + ` +
+		`" is a sandboxed (VM) class that cannot share the host's namespaces; ` +
+		`remove them, or run the pod where the policy does not require a sandbox"`
+)
+
+const imagesExpr = `object.spec.containers.map(c, has(c.image) ? c.image : "") + ` +
+	`(has(object.spec.initContainers) ? object.spec.initContainers.map(c, has(c.image) ? c.image : "") : []) + ` +
+	`(has(object.spec.ephemeralContainers) ? object.spec.ephemeralContainers.map(c, has(c.image) ? c.image : "") : [])`
+
+const hostNamespacesExpr = `(has(object.spec.hostNetwork) && object.spec.hostNetwork) || ` +
+	`(has(object.spec.hostPID) && object.spec.hostPID) || (has(object.spec.hostIPC) && object.spec.hostIPC)`
+
+const podNameExpr = `has(object.metadata.name) && object.metadata.name != "" ? object.metadata.name : ` +
+	`(has(object.metadata.generateName) ? object.metadata.generateName + "*" : "(unnamed)")`
+
+// requiredMap maps each sandboxed rule to the classes a pod it decides may carry.
+func requiredMap(required map[string][]string) string {
+	keys := make([]string, 0, len(required))
+	for k := range required {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString("{")
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(celString(k) + ": " + celList(required[k]))
+	}
+	b.WriteString("}")
+	return b.String()
+}
+
+// chunkRules renders the rules in resolution order as chained conditionals, each
+// chunk evaluating to the qualified name of its first matching rule or "".
+func chunkRules(rules []policy.RuleInfo) ([]string, error) {
+	var chunks []string
+	var cur []string
+	size := 0
+	flush := func() {
+		if len(cur) == 0 {
+			return
+		}
+		chunks = append(chunks, strings.Join(cur, "")+`""`)
+		cur, size = nil, 0
+	}
+	for _, r := range rules {
+		m, err := matchExpr(r)
+		if err != nil {
+			return nil, fmt.Errorf("rule %s: %w", r.Qualified, err)
+		}
+		part := "(" + m + ") ? " + celString(r.Qualified) + " : "
+		if len(part) > maxChunkChars {
+			return nil, fmt.Errorf("rule %s renders to %d characters of CEL, more than the %d one expression may hold; split its patterns over several rules", r.Qualified, len(part), maxChunkChars)
+		}
+		if len(cur) == maxChunkRules || size+len(part) > maxChunkChars {
+			flush()
+		}
+		cur = append(cur, part)
+		size += len(part)
+	}
+	flush()
+	return chunks, nil
+}
+
+// matchExpr renders one rule's match as CEL: every condition given must hold, cheapest
+// first so that CEL's short-circuit skips the image regexes for most pods.
+func matchExpr(r policy.RuleInfo) (string, error) {
+	m := r.Rule.Match
+	var conds []string
+	if len(m.Namespaces) > 0 {
+		c, err := namespacesExpr(m.Namespaces)
+		if err != nil {
+			return "", err
+		}
+		conds = append(conds, c)
+	}
+	if m.NamespaceSelector != nil {
+		conds = append(conds, selectorExpr("variables.nsLabels", m.NamespaceSelector)...)
+	}
+	if m.PodSelector != nil {
+		conds = append(conds, selectorExpr("variables.podLabels", m.PodSelector)...)
+	}
+	if len(m.AnyImage) > 0 {
+		re, ok, err := imagesRegex(m.AnyImage)
+		if err != nil {
+			return "", err
+		}
+		switch {
+		case !ok:
+			conds = append(conds, "false")
+		case re == "":
+			conds = append(conds, "size(variables.images) > 0")
+		default:
+			conds = append(conds, "variables.images.exists(i, i.matches("+celRegex(re)+"))")
+		}
+	}
+	if len(m.AllImages) > 0 {
+		re, ok, err := imagesRegex(m.AllImages)
+		if err != nil {
+			return "", err
+		}
+		switch {
+		case !ok:
+			conds = append(conds, "false")
+		case re == "":
+			conds = append(conds, "size(variables.images) > 0")
+		default:
+			conds = append(conds, "size(variables.images) > 0 && variables.images.all(i, i.matches("+celRegex(re)+"))")
+		}
+	}
+	if len(conds) == 0 {
+		return "true", nil
+	}
+	return strings.Join(conds, " && "), nil
+}
+
+// imagesRegex joins the patterns' regexes into one. re is "" when some pattern matches
+// every image; ok is false when none can match any.
+func imagesRegex(patterns []string) (re string, ok bool, err error) {
+	var alts []string
+	for _, s := range patterns {
+		p, err := policy.ParseImagePattern(s)
+		if err != nil {
+			return "", false, fmt.Errorf("image pattern %q: %w", s, err)
+		}
+		if imageregex.MatchesEveryName(p.Segments) && p.Tag == "" && p.Digest == "" {
+			return "", true, nil
+		}
+		r, ok, err := imageregex.Image(p)
+		if err != nil {
+			return "", false, fmt.Errorf("image pattern %q: %w", s, err)
+		}
+		if ok {
+			alts = append(alts, strings.TrimSuffix(strings.TrimPrefix(r, "^"), "$"))
+		}
+	}
+	joined, ok := imageregex.Join(alts)
+	if !ok {
+		return "", false, nil
+	}
+	return "^" + joined + "$", true, nil
+}
+
+func isLiteral(glob string) bool { return !strings.ContainsAny(glob, `*?[\`) }
+
+func namespacesExpr(globs []string) (string, error) {
+	var lits, pats []string
+	for _, g := range globs {
+		if isLiteral(g) {
+			lits = append(lits, g)
+		} else {
+			pats = append(pats, g)
+		}
+	}
+	var alts []string
+	switch len(lits) {
+	case 0:
+	case 1:
+		alts = append(alts, "request.namespace == "+celString(lits[0]))
+	default:
+		alts = append(alts, "request.namespace in "+celList(lits))
+	}
+	if len(pats) > 0 {
+		re, ok, err := imageregex.Namespace(pats)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			alts = append(alts, "request.namespace.matches("+celRegex(re)+")")
+		}
+	}
+	switch len(alts) {
+	case 0:
+		return "false", nil
+	case 1:
+		return alts[0], nil
+	}
+	return "(" + strings.Join(alts, " || ") + ")", nil
+}
+
+// selectorExpr renders a label selector over the label map expression m, with
+// labels.Selector semantics: NotIn and DoesNotExist hold when the key is absent.
+func selectorExpr(m string, sel *metav1.LabelSelector) []string {
+	var conds []string
+	keys := make([]string, 0, len(sel.MatchLabels))
+	for k := range sel.MatchLabels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		q := celString(k)
+		conds = append(conds, fmt.Sprintf("(%s in %s && %s[%s] == %s)", q, m, m, q, celString(sel.MatchLabels[k])))
+	}
+	for _, e := range sel.MatchExpressions {
+		q := celString(e.Key)
+		switch e.Operator {
+		case metav1.LabelSelectorOpIn:
+			conds = append(conds, fmt.Sprintf("(%s in %s && %s[%s] in %s)", q, m, m, q, celList(e.Values)))
+		case metav1.LabelSelectorOpNotIn:
+			conds = append(conds, fmt.Sprintf("(!(%s in %s) || !(%s[%s] in %s))", q, m, m, q, celList(e.Values)))
+		case metav1.LabelSelectorOpExists:
+			conds = append(conds, fmt.Sprintf("%s in %s", q, m))
+		case metav1.LabelSelectorOpDoesNotExist:
+			conds = append(conds, fmt.Sprintf("!(%s in %s)", q, m))
+		}
+	}
+	if len(conds) == 0 {
+		conds = append(conds, "true") // the empty selector matches every label set
+	}
+	return conds
+}
+
+// celString quotes s as a CEL string literal. Go's escapes are a subset of CEL's.
+func celString(s string) string { return strconv.Quote(s) }
+
+// celRegex quotes a regex as a CEL raw string, which keeps its backslashes readable.
+func celRegex(re string) string {
+	if !strings.ContainsAny(re, "\"\n\r") {
+		return `r"` + re + `"`
+	}
+	return celString(re)
+}
+
+func celList(items []string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = celString(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}

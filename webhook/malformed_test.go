@@ -1,0 +1,130 @@
+package webhook
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	admissionv1 "k8s.io/api/admission/v1"
+)
+
+// malformedCases are requests a broken or hostile client could send. Each must get a
+// clean 4xx inside an AdmissionReview (or a clear decision), never a panic, with memory
+// bounded by a small multiple of the body.
+func malformedCases(t testing.TB) map[string][]byte {
+	valid := benchReview(t)
+	bigPod := func(size int) []byte {
+		var r map[string]any
+		if err := json.Unmarshal(valid, &r); err != nil {
+			t.Fatal(err)
+		}
+		obj := r["request"].(map[string]any)["object"].(map[string]any)
+		obj["metadata"].(map[string]any)["annotations"] = map[string]string{"blob": strings.Repeat("x", size)}
+		b, _ := json.Marshal(r)
+		return b
+	}
+	nested := func(depth int) []byte {
+		s := strings.Replace(string(valid), `"spec":{`, `"spec":{"deep":`+strings.Repeat("[", depth)+strings.Repeat("]", depth)+`,`, 1)
+		return []byte(s)
+	}
+	return map[string][]byte{
+		"empty body":            {},
+		"not JSON":              []byte("this is not JSON"),
+		"JSON but not a review": []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"}}`),
+		"a JSON array":          []byte(`[1,2,3]`),
+		"null":                  []byte(`null`),
+		"wrong kind":            bytes.Replace(valid, []byte(`"kind":"AdmissionReview"`), []byte(`"kind":"Pod"`), 1),
+		"v1beta1 review":        bytes.Replace(valid, []byte(`"admission.k8s.io/v1"`), []byte(`"admission.k8s.io/v1beta1"`), 1),
+		"missing object":        bytes.Replace(valid, []byte(`"object":`), []byte(`"oldObject":`), 1),
+		"object not a pod":      bytes.Replace(valid, []byte(`"containers":[`), []byte(`"containers":"x","other":[`), 1),
+		"7 MiB pod":             bigPod(7 << 20),
+		"just under the cap":    bigPod(6 << 20),
+		"deeply nested JSON":    nested(100000),
+		"unknown fields":        bytes.Replace(valid, []byte(`"spec":{`), []byte(`"spec":{"futureField":{"a":[1,{"b":null}]},`), 1),
+		"invalid UTF-8":         bytes.Replace(valid, []byte(`storefront-7d9f8b6c5-`), []byte("store\xff\xfe-"), 1),
+		"truncated":             valid[:len(valid)/2],
+	}
+}
+
+func TestMalformedRequests(t *testing.T) {
+	mut, _ := testMutator(t)
+	for name, body := range malformedCases(t) {
+		t.Run(name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			rec := serve(mut, body)
+			runtime.ReadMemStats(&after)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("HTTP %d: admission errors travel inside a 200 AdmissionReview", rec.Code)
+			}
+			var review admissionv1.AdmissionReview
+			if err := json.Unmarshal(rec.Body.Bytes(), &review); err != nil || review.Response == nil {
+				t.Fatalf("response is not an AdmissionReview: %v\n%.300s", err, rec.Body.String())
+			}
+			r := review.Response
+			code := int32(200)
+			if r.Result != nil && r.Result.Code != 0 {
+				code = r.Result.Code
+			}
+			if code >= 500 {
+				t.Errorf("code %d (%s): a bad request must get a 4xx, not a server error", code, r.Result.Message)
+			}
+			if !r.Allowed && (r.Result == nil || r.Result.Message == "") {
+				t.Error("refused without a message")
+			}
+			if r.Allowed && len(r.Patch) > 0 && name != "unknown fields" && name != "invalid UTF-8" && name != "just under the cap" {
+				t.Errorf("a malformed request was mutated: %s", r.Patch)
+			}
+			// Bounded memory: a few times the body, never more.
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(4*len(body))+(2<<20) {
+				t.Errorf("allocated %d bytes for a %d-byte body", alloc, len(body))
+			}
+			t.Logf("code %d allowed %v: %.200s", code, r.Allowed, messageOf(r))
+		})
+	}
+}
+
+func messageOf(r *admissionv1.AdmissionResponse) string {
+	if r.Result == nil {
+		return ""
+	}
+	return r.Result.Message
+}
+
+// FuzzHandler feeds arbitrary bodies to /mutate-pods: the answer is always a 200
+// AdmissionReview, never a panic, and never a 5xx for bad input.
+func FuzzHandler(f *testing.F) {
+	inputs, _ := filepath.Glob("testdata/admission/*.json")
+	for _, in := range inputs {
+		b, err := os.ReadFile(in)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	for _, b := range malformedCases(f) {
+		if len(b) < 64<<10 {
+			f.Add(b)
+		}
+	}
+	mut, _ := testMutator(f)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		rec := serve(mut, body)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("HTTP %d", rec.Code)
+		}
+		var review admissionv1.AdmissionReview
+		if err := json.Unmarshal(rec.Body.Bytes(), &review); err != nil || review.Response == nil {
+			t.Fatalf("not an AdmissionReview: %v", err)
+		}
+		if r := review.Response; r.Result != nil && r.Result.Code >= 500 {
+			t.Fatalf("server error for client input: %d %s", r.Result.Code, r.Result.Message)
+		}
+	})
+}
