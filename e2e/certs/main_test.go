@@ -29,8 +29,6 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	nodev1 "k8s.io/api/node/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
@@ -51,30 +49,20 @@ func TestMain(m *testing.M) {
 	// test than a default cluster. (DISABLE_HTTP2 is read by k8s.io/apimachinery's
 	// transport defaults; every process started here inherits it.)
 	os.Setenv("DISABLE_HTTP2", "1")
-	os.Exit(harness.RunTests(m, harness.Options{
-		// kube-apiserver v1.37 refuses a loopback advertise address with its default lease
-		// endpoint reconciler; nothing here needs the kubernetes Service endpoints.
-		APIServerFlags: []string{"--endpoint-reconciler-type=none"},
-	}, &cp, setupCluster))
+	os.Exit(harness.RunTests(m, harness.Options{}, &cp, setupCluster))
 }
 
-// setupCluster creates the runtime classes and the example policy.
+// setupCluster applies the runtime classes and the example policy from manifests/.
 func setupCluster(ctx context.Context, cp *harness.ControlPlane) error {
 	if _, err := cp.CreateNamespace(ctx, harness.IsolatorNamespace, nil); err != nil {
 		return err
 	}
-	for _, rc := range []*nodev1.RuntimeClass{
-		{ObjectMeta: metav1.ObjectMeta{Name: "kata-rc"}, Handler: "kata",
-			Scheduling: &nodev1.Scheduling{NodeSelector: map[string]string{"isolator.dev/kata-runtime": "true"}}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "runc-rc"}, Handler: "runc"},
-	} {
-		if _, err := cp.Client().NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("creating RuntimeClass %s: %w", rc.Name, err)
-		}
-	}
 	dir, err := harness.ManifestsDir()
 	if err != nil {
 		return err
+	}
+	if out, err := cp.Kubectl(ctx, nil, "apply", "--server-side", "-k", filepath.Join(dir, "runtimeclasses")); err != nil {
+		return fmt.Errorf("applying the runtime classes: %w\n%s", err, out)
 	}
 	if out, err := cp.Kubectl(ctx, nil, "apply", "-f", filepath.Join(dir, "examples", "policies.yaml")); err != nil {
 		return fmt.Errorf("applying the example policy: %w\n%s", err, out)
@@ -114,53 +102,17 @@ func namespaces(t *testing.T, ctx context.Context, prefix string) []target {
 	return out
 }
 
-// registerWebhooks installs isolator's two webhook configurations (the shared names and
-// paths), calling baseURL, with caBundle (nil: the webhook injects it). manifests/base
-// is the source of truth for the rest of their fields; these keep what admission needs.
+// registerWebhooks installs isolator's webhook configurations from manifests/base,
+// calling baseURL instead of the Service, with caBundle (nil: the webhook injects it).
 func registerWebhooks(t *testing.T, ctx context.Context, baseURL string, caBundle []byte) {
 	t.Helper()
-	none := admissionregistrationv1.SideEffectClassNone
-	ignore := admissionregistrationv1.Ignore
-	ifNeeded := admissionregistrationv1.IfNeededReinvocationPolicy
-	skipOwn := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-		Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn,
-		Values: []string{"kube-system", "kube-node-lease", harness.IsolatorNamespace},
-	}}}
-	mut := &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: certs.WebhookConfigurationName},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name:                    "pods.isolator.dev",
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: ptr.To(baseURL + "/mutate-pods"), CABundle: caBundle},
-			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
-			FailurePolicy:           &ignore,
-			SideEffects:             &none,
-			AdmissionReviewVersions: []string{"v1"},
-			ReinvocationPolicy:      &ifNeeded,
-			NamespaceSelector:       skipOwn,
-			TimeoutSeconds:          ptr.To[int32](5),
-		}},
+	dir, err := harness.ManifestsDir()
+	if err != nil {
+		t.Fatal(err)
 	}
-	val := &admissionregistrationv1.ValidatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: certs.WebhookConfigurationName},
-		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
-			Name:         "policies.isolator.dev",
-			ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: ptr.To(baseURL + "/validate-policy"), CABundle: caBundle},
-			Rules: []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
-				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}}}},
-			FailurePolicy:           &ignore,
-			SideEffects:             &none,
-			AdmissionReviewVersions: []string{"v1"},
-			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": harness.IsolatorNamespace}},
-			ObjectSelector:          &metav1.LabelSelector{MatchLabels: map[string]string{"isolator.dev/policy": "true"}},
-			TimeoutSeconds:          ptr.To[int32](5),
-		}},
-	}
-	api := cp.Client().AdmissionregistrationV1()
-	if _, err := api.MutatingWebhookConfigurations().Create(ctx, mut, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("registering the mutating webhook: %v", err)
-	}
-	if _, err := api.ValidatingWebhookConfigurations().Create(ctx, val, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("registering the validating webhook: %v", err)
+	target := &harness.Isolator{URL: baseURL, CABundle: caBundle}
+	if err := target.Register(ctx, cp.Client(), filepath.Join(dir, "base")); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -3,41 +3,84 @@
 package certs
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
 
 	"github.com/isolator-dev/isolator/certs"
 	"github.com/isolator-dev/isolator/e2e/harness"
 )
 
-// webhookRules are the permissions docs/certificates.md lists for self-managed mode, plus
-// what the webhook needs in any mode (policy ConfigMaps, namespace and RuntimeClass
-// metadata, Events, the leader Lease). The integrator's manifests grant these.
+// selfClusterRules and selfNamespaceRules are what docs/certificates.md says
+// self-managed mode needs on top of the webhook's base rights (manifests/base/rbac.yaml).
 var (
-	webhookClusterRules = []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{"node.k8s.io"}, Resources: []string{"runtimeclasses"}, Verbs: []string{"get", "list", "watch"}},
+	selfClusterRules = []rbacv1.PolicyRule{
 		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations", "validatingwebhookconfigurations"},
 			ResourceNames: []string{certs.WebhookConfigurationName}, Verbs: []string{"get", "list", "watch", "patch"}},
 	}
-	webhookNamespaceRules = []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
+	selfNamespaceRules = []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{certs.SecretName}, Verbs: []string{"get", "list", "watch", "update"}},
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "watch", "create", "update", "delete"}},
-		{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 	}
 )
 
+// baseRules reads the rules of the webhook's ClusterRole and Role from manifests/base.
+func baseRules(t *testing.T) (cluster, namespaced []rbacv1.PolicyRule) {
+	t.Helper()
+	dir, err := harness.ManifestsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "base", "rbac.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var obj struct {
+			Kind     string
+			Metadata struct{ Name string }
+			Rules    []rbacv1.PolicyRule
+		}
+		if err := yaml.Unmarshal(doc, &obj); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case obj.Kind == "ClusterRole" && obj.Metadata.Name == "isolator-webhook":
+			cluster = obj.Rules
+		case obj.Kind == "Role" && obj.Metadata.Name == "isolator-webhook":
+			namespaced = obj.Rules
+		}
+	}
+	if cluster == nil || namespaced == nil {
+		t.Fatal("manifests/base/rbac.yaml has no ClusterRole and Role isolator-webhook")
+	}
+	return cluster, namespaced
+}
+
 // TestSelfManagedLeastPrivilege runs the self-managed webhook as a user holding only the
-// documented permissions, through bootstrap and a CA rotation, and checks that it was
-// never refused anything.
+// base rights and what docs/certificates.md adds for self-managed mode, through bootstrap
+// and a CA rotation, and checks that it was never refused anything.
 func TestSelfManagedLeastPrivilege(t *testing.T) {
 	cp.SaveLogsOnFailure(t)
 	ctx := testContext(t, 4*time.Minute)
@@ -48,10 +91,11 @@ func TestSelfManagedLeastPrivilege(t *testing.T) {
 	const user = "isolator-e2e-webhook"
 	c := cp.Client().RbacV1()
 	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}
-	cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "isolator-e2e-webhook"}, Rules: webhookClusterRules}
+	baseCluster, baseNamespaced := baseRules(t)
+	cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "isolator-e2e-webhook"}, Rules: append(baseCluster, selfClusterRules...)}
 	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "isolator-e2e-webhook"}, Subjects: subject,
 		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}}
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "isolator-e2e-webhook", Namespace: harness.IsolatorNamespace}, Rules: webhookNamespaceRules}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "isolator-e2e-webhook", Namespace: harness.IsolatorNamespace}, Rules: append(baseNamespaced, selfNamespaceRules...)}
 	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "isolator-e2e-webhook", Namespace: harness.IsolatorNamespace}, Subjects: subject,
 		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}}
 	for _, create := range []func() error{
