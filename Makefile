@@ -65,9 +65,16 @@ $(TOOLS_BIN)/golangci-lint:
 	@mkdir -p $(TOOLS_BIN)
 	GOBIN=$(TOOLS_BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
-fuzz: ## Run every fuzz target for FUZZTIME (default 60s) each
-	@for t in $$($(GO) test -list '^Fuzz' ./policy/ | grep ^Fuzz); do \
-	  echo "== policy $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./policy/; done
+# Packages with fuzz targets are found by their *_test.go files; `go test -list` then
+# names the targets, since -fuzz runs one target of one package at a time.
+fuzz: ## Run every fuzz target in the module for FUZZTIME (default 60s) each
+	@pkgs=$$($(GO) list -f '{{.ImportPath}} {{.Dir}}' ./... | while read -r pkg dir; do \
+	  grep -lqs '^func Fuzz' "$$dir"/*_test.go && echo "$$pkg"; done); \
+	for pkg in $$pkgs; do \
+	  for t in $$($(GO) test -list '^Fuzz' "$$pkg" | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) "$$pkg" || exit 1; \
+	  done; \
+	done
 
 clean:
 	rm -rf $(BIN)

@@ -64,6 +64,12 @@ func NormalizeImage(s string) (Image, error) {
 
 // canonicalDomainPath lower-cases the registry host (DNS is case-insensitive) and folds
 // every Docker Hub alias to docker.io, adding library/ to official image names.
+//
+// A host with a port stays as written, the HTTPS default port included:
+// registry-1.docker.io:443/x is not folded to docker.io, although a puller reaches
+// Docker Hub with it. The fail-closed backstop matches image strings as written and
+// must agree with this function, so the two can only change together; until then,
+// policies name such spellings in their patterns (docs/policy.md).
 func canonicalDomainPath(domain, path string) (string, string) {
 	d := strings.ToLower(domain)
 	if dockerHubAliases[d] {

@@ -236,6 +236,13 @@ func WebhookConfigurations(dir string) ([]*admissionregistrationv1.MutatingWebho
 // this process with a URL clientConfig and its CA bundle instead of the in-cluster
 // Service, and waits until the apiserver calls the mutating webhook.
 func (iso *Isolator) Register(ctx context.Context, client kubernetes.Interface, manifestsDir string) error {
+	return RegisterWebhooks(ctx, client, manifestsDir, iso.URL, iso.CABundle)
+}
+
+// RegisterWebhooks installs the webhook configurations from manifestsDir with a URL
+// clientConfig at baseURL (e.g. a Balancer in front of several replicas) trusting
+// caBundle.
+func RegisterWebhooks(ctx context.Context, client kubernetes.Interface, manifestsDir, baseURL string, caBundle []byte) error {
 	muts, vals, err := WebhookConfigurations(manifestsDir)
 	if err != nil {
 		return err
@@ -245,8 +252,8 @@ func (iso *Isolator) Register(ctx context.Context, client kubernetes.Interface, 
 		if cc.Service != nil && cc.Service.Path != nil {
 			path = *cc.Service.Path
 		}
-		url := iso.URL + path
-		cc.URL, cc.Service, cc.CABundle = &url, nil, iso.CABundle
+		url := baseURL + path
+		cc.URL, cc.Service, cc.CABundle = &url, nil, caBundle
 	}
 	for _, m := range muts {
 		for i := range m.Webhooks {
