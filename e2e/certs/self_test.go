@@ -9,6 +9,7 @@ import (
 	"crypto/elliptic"
 	"crypto/x509"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -251,6 +252,99 @@ func waitServing(t *testing.T, ctx context.Context, certPEM []byte, isos ...*har
 			return err == nil && got.Equal(want[0]), err
 		})
 		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestCARotationSurvivesLeaderLoss: the leader is killed (SIGKILL: no lease released, no
+// report withdrawn) right after it brought a new CA into the bundle. The other replica
+// takes over leadership, finishes the rotation from the state kept in the Secret, and
+// the dead replica's report, stuck on the old CA, stops holding the rotation back once
+// it expires.
+func TestCARotationSurvivesLeaderLoss(t *testing.T) {
+	cp.SaveLogsOnFailure(t)
+	ctx := testContext(t, 4*time.Minute)
+	cleanCertObjects(ctx)
+	t.Cleanup(func() { cleanCertObjects(context.Background()) })
+	targets := namespaces(t, ctx, "failover")
+
+	args := []string{"--leader-elect=true", "--cert-propagation-delay=5s", "--cert-report-ttl=6s"}
+	a := startIsolator(t, ctx, harness.IsolatorOptions{Name: "failover-a", SelfManagedCerts: true, NoWait: true, Args: args})
+	b := startIsolator(t, ctx, harness.IsolatorOptions{Name: "failover-b", SelfManagedCerts: true, NoWait: true, Args: args})
+	addr := startRelay(t, hostPort(a.URL), hostPort(b.URL))
+	registerWebhooks(t, ctx, "https://"+addr, nil)
+	waitReady(t, ctx, a)
+	waitReady(t, ctx, b)
+	bundle0 := waitInjected(t, ctx)
+
+	var leader, survivor *harness.Isolator
+	err := harness.WaitFor(ctx, time.Minute, "a leader", func(ctx context.Context) (bool, error) {
+		for _, iso := range []*harness.Isolator{a, b} {
+			text, err := iso.Metrics(ctx)
+			if err != nil {
+				return false, err
+			}
+			if v, _ := metricValue(text, `leader_election_master_status{name="isolator-webhook"}`); v == 1 {
+				leader = iso
+			}
+		}
+		return leader != nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	survivor = a
+	if leader == a {
+		survivor = b
+	}
+
+	if out, code, err := isolatorCLI(ctx, "certs", "rotate", "--kubeconfig", cp.Kubeconfig(), "--ca"); err != nil || code != 0 {
+		t.Fatalf("certs rotate --ca: exit %d, %v\n%s", code, err, out)
+	}
+	err = harness.WaitFor(ctx, 30*time.Second, "the new CA in the Secret", func(ctx context.Context) (bool, error) {
+		s, err := secret(ctx)
+		return err == nil && len(s.Data[certs.NextCertKey]) > 0, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(leader.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	t.Logf("killed the leader %s while the new CA waited for the propagation delay", leader.Name())
+
+	old, _ := certs.ParseCertificates(bundle0)
+	err = harness.WaitFor(ctx, 2*time.Minute, "the rotation to complete under the new leader", func(ctx context.Context) (bool, error) {
+		s, err := secret(ctx)
+		if err != nil {
+			return false, err
+		}
+		m, _ := certs.ParseMaterial(s)
+		return m.Next == nil && m.Signer != nil && !m.Signer.Cert.Equal(old[0]) && len(m.Bundle) == 1, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("rotation completed %s after the leader died", time.Since(killed).Round(time.Second))
+	s, err := secret(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := waitInjected(t, ctx); !bytes.Equal(got, s.Data[corev1.ServiceAccountRootCAKey]) {
+		t.Error("the configurations do not hold the new bundle")
+	}
+	waitServing(t, ctx, s.Data[corev1.TLSCertKey], survivor)
+	text, err := survivor.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := metricValue(text, `isolator_certs_rotations_total{kind="ca"}`); v != 1 {
+		t.Errorf("the new leader counted %v CA rotations, want 1", v)
+	}
+	for _, tg := range targets {
+		if err := createPod(ctx, tg); err != nil {
 			t.Error(err)
 		}
 	}
