@@ -59,8 +59,10 @@ type Facts struct {
 	ServedFrom    string
 	ServedProblem string
 
-	// Replicas are the self-managed replicas' reports.
-	Replicas []Replica
+	// Replicas are the self-managed replicas' reports; ReplicasProblem says why they
+	// could not be read.
+	Replicas        []Replica
+	ReplicasProblem string
 }
 
 // ConfigurationFacts is one of isolator's webhook configurations.
@@ -254,6 +256,10 @@ func checkSelf(f Facts) []Item {
 		if f.Now.Before(r.Expires) {
 			live = append(live, r)
 		}
+	}
+	if f.ReplicasProblem != "" {
+		return append(items, Item{Status: StatusWarn, Title: "could not read the replicas' reports", Details: []string{f.ReplicasProblem},
+			Fix: "`certs check` needs to list Leases in " + f.Namespace})
 	}
 	if len(live) == 0 {
 		items = append(items, Item{Status: StatusWarn, Title: "no webhook replica reports a served certificate",

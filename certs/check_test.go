@@ -130,6 +130,11 @@ func TestDiagnose(t *testing.T) {
 			},
 			Served: served, ServedFrom: "https://127.0.0.1:9443 (TLS handshake)",
 		}, true, []Status{StatusOK, StatusOK, StatusWarn, StatusOK, StatusOK, StatusOK}},
+		{"self-reports-unreadable", Facts{
+			Mode: ModeSelf, Secret: secretWith("leaf", map[string]string{AnnotationMode: ModeSelf}), Configurations: configs(ca, ca),
+			ReplicasProblem: `leases.coordination.k8s.io is forbidden: User "alice" cannot list resource "leases"`,
+			Served:          served, ServedFrom: via,
+		}, true, []Status{StatusOK, StatusWarn, StatusOK, StatusOK, StatusOK}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

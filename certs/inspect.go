@@ -73,9 +73,10 @@ func Inspect(ctx context.Context, c client.Client, cs kubernetes.Interface, o In
 	f.Configurations = readConfigurations(ctx, c)
 	if f.Mode == ModeSelf {
 		reps, _, err := ReadReports(ctx, c, o.Namespace)
-		if err == nil {
-			f.Replicas = reps
+		if err != nil {
+			f.ReplicasProblem = err.Error()
 		}
+		f.Replicas = reps
 	}
 
 	if o.WebhookURL != "" {

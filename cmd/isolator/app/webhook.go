@@ -71,6 +71,14 @@ isolator.dev/policy: "true" (key policy.yaml). Changes apply without a restart;
 a ConfigMap that turns invalid keeps its last good version in force and gets a
 Warning Event.
 
+The serving certificate comes from cert-manager (--cert-mode=cert-manager: the
+key pair in --cert-dir, reloaded when the kubelet updates the mounted Secret), or
+from isolator itself (--cert-mode=self: a CA and the certificate in Secret
+isolator-webhook-tls, renewed and rotated by the elected replica, which also
+injects the caBundle into isolator's webhook configurations). Also served over
+TLS: GET /serving-certificate, the certificate chain in use, which
+'isolator certs check' reads. docs/certificates.md explains both modes.
+
 /readyz (on --health-probe-bind-address) turns ready once the serving
 certificate, the policies and the namespace informer are loaded. On SIGTERM it
 turns unready first, waits --shutdown-delay, lets in-flight admissions finish,
@@ -197,7 +205,7 @@ func (o webhookOptions) setupSelfCerts(mgr manager.Manager, m *certs.Metrics, lo
 	if err := mgr.Add(rot); err != nil {
 		return nil, err
 	}
-	log.Info("self-managed serving certificates", "secret", certs.SecretName, "identity", identity, "dnsNames", dns, "ips", o.self.extraSANs)
+	log.Info("self-managed serving certificates", "secret", certs.SecretName, "identity", identity, "dnsNames", dns, "ips", fmt.Sprint(ips))
 	return src, nil
 }
 
