@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
+	"encoding/json"
 	"strings"
 	"syscall"
 	"testing"
@@ -65,6 +66,7 @@ func TestSelfManagedEndToEnd(t *testing.T) {
 	if err := certs.VerifyServing(bundle, []*x509.Certificate{leaf.Cert}, "127.0.0.1", time.Now()); err != nil {
 		t.Errorf("the injected caBundle does not trust the Secret's certificate: %v", err)
 	}
+	assertOnlyCABundlePatched(t, ctx)
 	served, err := servedLeaf(ctx, hostPort(iso.URL))
 	if err != nil {
 		t.Fatal(err)
@@ -348,4 +350,62 @@ func TestCARotationSurvivesLeaderLoss(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// assertOnlyCABundlePatched checks, from the apiserver's field ownership records, that
+// the webhook wrote nothing in its webhook configurations but caBundle.
+func assertOnlyCABundlePatched(t *testing.T, ctx context.Context) {
+	t.Helper()
+	api := cp.Client().AdmissionregistrationV1()
+	m, err := api.MutatingWebhookConfigurations().Get(ctx, certs.WebhookConfigurationName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := api.ValidatingWebhookConfigurations().Get(ctx, certs.WebhookConfigurationName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range []metav1.Object{m, v} {
+		found := false
+		for _, mf := range obj.GetManagedFields() {
+			if !strings.HasPrefix(mf.Manager, "isolator") || mf.FieldsV1 == nil {
+				continue
+			}
+			found = true
+			var fields map[string]any
+			if err := json.Unmarshal(mf.FieldsV1.Raw, &fields); err != nil {
+				t.Fatal(err)
+			}
+			paths := leafPaths("", fields)
+			for _, path := range paths {
+				if !strings.HasSuffix(path, "/f:clientConfig/f:caBundle") {
+					t.Errorf("%s: the webhook (%s) owns %s, want only caBundle fields", obj.GetName(), mf.Manager, path)
+				}
+			}
+			if len(paths) == 0 {
+				t.Errorf("%s: the webhook's (%s) field record is empty", obj.GetName(), mf.Manager)
+			}
+			t.Logf("%s: fields owned by %s: %v", obj.GetName(), mf.Manager, paths)
+		}
+		if !found {
+			t.Errorf("%s: no field of it is owned by the webhook; who injected the caBundle?", obj.GetName())
+		}
+	}
+}
+
+// leafPaths lists the paths of a managedFields FieldsV1 tree that own a value.
+func leafPaths(prefix string, fields map[string]any) []string {
+	var out []string
+	for k, sub := range fields {
+		if k == "." {
+			continue
+		}
+		child, ok := sub.(map[string]any)
+		if !ok || len(child) == 0 {
+			out = append(out, prefix+"/"+k)
+			continue
+		}
+		out = append(out, leafPaths(prefix+"/"+k, child)...)
+	}
+	return out
 }
