@@ -373,7 +373,7 @@ func assertOnlyCABundlePatched(t *testing.T, ctx context.Context) {
 			}
 			found = true
 			var fields map[string]any
-			if err := json.Unmarshal(mf.FieldsV1.Raw, &fields); err != nil {
+			if err := json.Unmarshal(mf.FieldsV1.GetRawBytes(), &fields); err != nil {
 				t.Fatal(err)
 			}
 			paths := leafPaths("", fields)
