@@ -76,6 +76,24 @@ fuzz: ## Run every fuzz target in the module for FUZZTIME (default 60s) each
 	  done; \
 	done
 
+# Images (Dockerfile): isolator-webhook and isolator-node, tagged $(IMAGE_TAG). The node
+# image downloads the Kata static release KATA_VERSION and checks it against KATA_SHA256
+# (required: take it from the release). Push them and set them in your overlay
+# (docs/install.md).
+DOCKER       ?= docker
+IMAGE_PREFIX ?= isolator
+IMAGE_TAG    ?= $(VERSION)
+KATA_VERSION ?= 3.21.0
+KATA_SHA256  ?=
+
+image: ## Build the webhook and node images (docker; KATA_SHA256=... required)
+	@test -n "$(KATA_SHA256)" || { echo "image: set KATA_SHA256 to the sha256 of kata-static-$(KATA_VERSION)-<arch>.tar.xz" >&2; exit 2; }
+	$(DOCKER) build --target webhook --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) \
+	  -t $(IMAGE_PREFIX)-webhook:$(IMAGE_TAG) .
+	$(DOCKER) build --target node --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) \
+	  --build-arg KATA_VERSION=$(KATA_VERSION) --build-arg KATA_SHA256=$(KATA_SHA256) \
+	  -t $(IMAGE_PREFIX)-node:$(IMAGE_TAG) .
+
 clean:
 	rm -rf $(BIN)
 

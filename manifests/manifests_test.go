@@ -237,6 +237,18 @@ func TestOverlaysKeepTheSharedNames(t *testing.T) {
 			if ds.Spec.Template.Spec.HostNetwork || ds.Spec.Template.Spec.HostPID || ds.Spec.Template.Spec.HostIPC {
 				t.Error("isolator-node must not use host namespaces")
 			}
+			// The host root is read-only; isolator writes only where it must.
+			writable := []string{"/host/opt/kata", "/host/etc/containerd", "/host/run/containerd", "/host/var/lib/isolator", "/host/run/systemd", "/host/run/dbus", "/tmp"}
+			for _, m := range ds.Spec.Template.Spec.Containers[0].VolumeMounts {
+				switch {
+				case m.MountPath == "/host":
+					if !m.ReadOnly {
+						t.Error("the host root must be mounted read-only")
+					}
+				case !m.ReadOnly && !slices.Contains(writable, m.MountPath):
+					t.Errorf("isolator-node may write %s, which is not in %v", m.MountPath, writable)
+				}
+			}
 		})
 	}
 }

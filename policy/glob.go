@@ -22,6 +22,22 @@ func globMatch(pattern, s string) bool {
 	return ok
 }
 
+// validHostLength bounds a registry host as DNS does: at most 253 characters, and 63
+// between dots. A longer name can't be a registry, and bounding it keeps the regexes
+// the backstop renders from patterns small.
+func validHostLength(host string) error {
+	name, _, _ := strings.Cut(host, ":")
+	if len(name) > 253 {
+		return fmt.Errorf("registry host %.20q... is %d characters long; a host name has at most 253", name, len(name))
+	}
+	for _, label := range strings.Split(name, ".") {
+		if len(label) > 63 {
+			return fmt.Errorf("registry host label %.20q... is %d characters long; a label between dots has at most 63", label, len(label))
+		}
+	}
+	return nil
+}
+
 // isLiteral reports whether a glob has no wildcards.
 func isLiteral(pattern string) bool { return !strings.ContainsAny(pattern, `*?[\`) }
 
@@ -126,7 +142,15 @@ func compileImagePattern(p string) (imagePattern, error) {
 		// distribution/reference: it has a '.' or a ':', is localhost, or has an
 		// upper-case letter (repository paths are lower-case, hosts are not).
 		if first := segs[0]; len(segs) > 1 && (strings.ContainsAny(first, ".:") || first == "localhost" || strings.ToLower(first) != first) {
+			if err := validHostLength(first); err != nil {
+				return ip, err
+			}
 			segs[0] = strings.ToLower(first)
+			// A literal host with the HTTPS port is that host: it then matches the host
+			// spelled with or without :443, as a pattern host without a port does.
+			if h, ok := strings.CutSuffix(segs[0], HTTPSPort); ok && isLiteral(h) {
+				segs[0] = h
+			}
 		} else {
 			segs = append([]string{DockerHub}, segs...)
 		}
@@ -171,7 +195,17 @@ func (p *imagePattern) matches(img *Image) bool {
 	if p.tag != "" && !p.tagG.match(img.Tag) {
 		return false
 	}
-	return matchSegments(p.segs, img.Name)
+	if matchSegments(p.segs, img.Name) {
+		return true
+	}
+	// A host written without a port is the same registry as that host with :443.
+	if len(p.segs) > 1 && !p.segs[0].any {
+		host, rest := cutSegment(img.Name)
+		if h, ok := strings.CutSuffix(host, HTTPSPort); ok && p.segs[0].match(h) {
+			return matchSegments(p.segs[1:], rest)
+		}
+	}
+	return false
 }
 
 // cutSegment splits the first '/'-separated segment off name.

@@ -62,17 +62,17 @@ func NormalizeImage(s string) (Image, error) {
 	return img, nil
 }
 
+// HTTPSPort is the port a registry host may be spelled with and still be the same
+// registry: quay.io:443 is quay.io to a puller.
+const HTTPSPort = ":443"
+
 // canonicalDomainPath lower-cases the registry host (DNS is case-insensitive) and folds
-// every Docker Hub alias to docker.io, adding library/ to official image names.
-//
-// A host with a port stays as written, the HTTPS default port included:
-// registry-1.docker.io:443/x is not folded to docker.io, although a puller reaches
-// Docker Hub with it. The fail-closed backstop matches image strings as written and
-// must agree with this function, so the two can only change together; until then,
-// policies name such spellings in their patterns (docs/policy.md).
+// every Docker Hub alias to docker.io, with or without the HTTPS port, adding library/
+// to official image names. Other hosts keep a port as written; a pattern host without
+// a port also matches the host with :443 (imagePattern.matches).
 func canonicalDomainPath(domain, path string) (string, string) {
 	d := strings.ToLower(domain)
-	if dockerHubAliases[d] {
+	if dockerHubAliases[strings.TrimSuffix(d, HTTPSPort)] {
 		d = DockerHub
 		if !strings.Contains(path, "/") {
 			path = "library/" + path

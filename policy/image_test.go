@@ -21,7 +21,9 @@ func TestNormalizeImage(t *testing.T) {
 		{"registry-1.docker.io/library/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
 		{"registry-1.docker.io/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
 		// A port is part of the host as written, even HTTPS's default (see canonicalDomainPath).
-		{"registry-1.docker.io:443/library/nginx", Image{Name: "registry-1.docker.io:443/library/nginx", Tag: "latest"}},
+		// The HTTPS port folds with the Docker Hub host; other hosts keep it as written.
+		{"registry-1.docker.io:443/library/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
+		{"docker.io:443/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
 		{"Docker.IO/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
 		{"Index.Docker.IO/acme/app", Image{Name: "docker.io/acme/app", Tag: "latest"}},
 		{"acme/app", Image{Name: "docker.io/acme/app", Tag: "latest"}},
@@ -85,13 +87,16 @@ func TestImagePatterns(t *testing.T) {
 		miss    []string
 	}{
 		{"nginx", "docker.io/library/nginx",
-			[]string{"nginx", "nginx:1.25", "docker.io/library/nginx@" + dg, "index.docker.io/nginx", "registry-1.docker.io/library/nginx"},
-			[]string{"acme/nginx", "quay.io/nginx", "nginx-unprivileged", "registry-1.docker.io:443/library/nginx"}},
+			[]string{"nginx", "nginx:1.25", "docker.io/library/nginx@" + dg, "index.docker.io/nginx", "registry-1.docker.io/library/nginx", "registry-1.docker.io:443/library/nginx"},
+			[]string{"acme/nginx", "quay.io/nginx", "nginx-unprivileged", "registry-1.docker.io:444/library/nginx"}},
 		{"docker.io/**", "docker.io/**",
-			[]string{"nginx", "acme/app", "docker.io/a/b/c", "index.docker.io/x/y", "registry-1.docker.io/library/nginx", "Docker.IO/x/y"},
-			[]string{"quay.io/a/b", "localhost:5000/x", "docker.io.evil.com/x", "registry.example.com/docker.io/x", "registry-1.docker.io:443/x/y"}},
-		{"registry-1.docker.io:443/**", "registry-1.docker.io:443/**",
-			[]string{"registry-1.docker.io:443/library/nginx", "Registry-1.Docker.IO:443/x/y"}, []string{"nginx", "registry-1.docker.io/x/y"}},
+			[]string{"nginx", "acme/app", "docker.io/a/b/c", "index.docker.io/x/y", "registry-1.docker.io/library/nginx", "Docker.IO/x/y", "registry-1.docker.io:443/x/y", "DOCKER.IO:443/x"},
+			[]string{"quay.io/a/b", "localhost:5000/x", "docker.io.evil.com/x", "registry.example.com/docker.io/x", "docker.io:5000/x/y"}},
+		{"registry-1.docker.io:443/**", "docker.io/**",
+			[]string{"registry-1.docker.io:443/library/nginx", "Registry-1.Docker.IO:443/x/y", "nginx", "registry-1.docker.io/x/y"}, []string{"quay.io/x"}},
+		// A host without a port is the same registry as the host with :443, both ways.
+		{"quay.io/**", "quay.io/**", []string{"quay.io/a", "quay.io:443/a/b", "QUAY.IO:443/a"}, []string{"quay.io:8443/a", "quay.io.evil:443/a"}},
+		{"quay.io:*/**", "quay.io:*/**", []string{"quay.io:443/a", "quay.io:5000/a"}, []string{"quay.io/a"}},
 		{"index.docker.io/**", "docker.io/**", []string{"nginx", "acme/app"}, []string{"ghcr.io/x/y"}},
 		{"registry-1.docker.io/library/*", "docker.io/library/*", []string{"nginx", "docker.io/library/redis:7"}, []string{"acme/app"}},
 		{"docker.io/*", "docker.io/library/*", []string{"nginx"}, []string{"acme/app"}},
@@ -103,7 +108,7 @@ func TestImagePatterns(t *testing.T) {
 		{"**", "**", []string{"nginx", "localhost/x", "quay.io/a/b/c/d"}, nil},
 		{"*.example.com/**", "*.example.com/**", []string{"registry.example.com/a", "r2.example.com/a/b"}, []string{"example.com/a", "a.b.example.com.evil/x"}},
 		{"localhost:5000/x", "localhost:5000/x", []string{"localhost:5000/x", "LOCALHOST:5000/x:1"}, []string{"localhost/x", "localhost:5001/x", "docker.io/x"}},
-		{"registry.example.com:443/team/**", "registry.example.com:443/team/**", []string{"registry.example.com:443/team/a"}, []string{"registry.example.com/team/a"}},
+		{"registry.example.com:443/team/**", "registry.example.com/team/**", []string{"registry.example.com:443/team/a", "registry.example.com/team/a"}, []string{"registry.example.com:5000/team/a"}},
 		{"nginx:1.25", "docker.io/library/nginx:1.25", []string{"nginx:1.25", "nginx:1.25@" + dg}, []string{"nginx", "nginx:1.26", "nginx@" + dg}},
 		{"nginx:1.*", "docker.io/library/nginx:1.*", []string{"nginx:1.25"}, []string{"nginx:2.0", "nginx"}},
 		// A digest-only reference has the empty tag, which "*" matches.
@@ -151,6 +156,9 @@ func TestImagePatternErrors(t *testing.T) {
 		{"nginx@sha256:abc", "bad digest"},
 		{"@sha256:" + zeros, "no repository name"},
 		{"quay.io/Acme/app", "lower-case"},
+		{strings.Repeat("a", 64) + ".example.com/x", "at most 63"},
+		{strings.Repeat("H", 64) + "/x", "at most 63"},
+		{strings.Repeat("abc.", 64) + "io/x", "at most 253"},
 		{"Nginx", "lower-case"},
 	}
 	for _, tc := range cases {

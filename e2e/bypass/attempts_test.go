@@ -178,6 +178,8 @@ func TestImageNameTricks(t *testing.T) {
 		"nginx", "nginx:1.27", "library/nginx", "docker.io/nginx", "docker.io/library/nginx:latest",
 		"index.docker.io/library/nginx", "registry-1.docker.io/library/nginx", "DOCKER.IO/library/nginx",
 		"nginx@" + digest, "nginx:1.27@" + digest, "bitnami/redis", "index.docker.io/bitnami/redis:7",
+		// Found while testing: the HTTPS port reaches the same registry.
+		"registry-1.docker.io:443/library/nginx", "docker.io:443/bitnami/redis", "INDEX.DOCKER.IO:443/library/nginx",
 	} {
 		got, err := attempt(t, ctx, pod("payments", "", image))
 		sandboxedOrDenied(t, image, got, err, "kata-rc")
@@ -189,8 +191,14 @@ func TestImageNameTricks(t *testing.T) {
 		got, err := attempt(t, ctx, pod("payments", "", image))
 		sandboxedOrDenied(t, image, got, err, "kata-rc")
 	}
+	// The platform's own registry spelled with :443 is still the platform's registry;
+	// a different port is a different registry, which the platform rule doesn't trust.
+	got, err := attempt(t, ctx, pod("payments", "", "registry.example.com:443/platform/ledger:2"))
+	if err != nil || className(got) != "runc-rc" {
+		t.Errorf("registry.example.com:443/platform: %v %q, want runc-rc from platform/platform-images", err, className(got))
+	}
 	// A name containerd would refuse (upper case in the path) is refused at admission.
-	_, err := attempt(t, ctx, pod("payments", "", "registry.example.com/Platform/Ledger"))
+	_, err = attempt(t, ctx, pod("payments", "", "registry.example.com/Platform/Ledger"))
 	if err == nil || !strings.Contains(err.Error(), "not a valid reference") {
 		t.Errorf("an invalid image reference: %v", err)
 	}

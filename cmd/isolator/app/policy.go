@@ -77,6 +77,29 @@ error such as a missing file.`,
 	}
 }
 
+// compilePolicies reads, validates and merges policy files for the commands that
+// evaluate them, printing merge warnings to the error stream.
+func compilePolicies(s streams, files []string) (*policy.Snapshot, error) {
+	if len(files) == 0 {
+		return nil, usageError("--policy is required: name at least one policy file")
+	}
+	sources, ok, err := loadPolicies(s, files, s.err)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, failure(fmt.Errorf("the policies above are invalid; fix them first (isolator policy validate)"))
+	}
+	snap, err := policy.Compile(sources...)
+	if err != nil {
+		return nil, failure(err)
+	}
+	for _, w := range snap.Warnings() {
+		fmt.Fprintf(s.err, "warning: %s\n", w)
+	}
+	return snap, nil
+}
+
 // loadPolicies reads and validates every policy in files, printing each problem to w.
 // ok is false when any document was invalid; err is a usage error (unreadable file).
 func loadPolicies(s streams, files []string, w io.Writer) (sources []policy.Source, ok bool, err error) {
@@ -162,19 +185,9 @@ or the policy file's name without extension.`,
 			if output != "text" && output != "json" {
 				return usageError("-o must be text or json, not %q", output)
 			}
-			sources, ok, err := loadPolicies(s, policyFiles, s.err)
+			snap, err := compilePolicies(s, policyFiles)
 			if err != nil {
 				return err
-			}
-			if !ok {
-				return failure(fmt.Errorf("the policies above are invalid; fix them first (isolator policy validate)"))
-			}
-			snap, err := policy.Compile(sources...)
-			if err != nil {
-				return failure(err)
-			}
-			for _, w := range snap.Warnings() {
-				fmt.Fprintf(s.err, "warning: %s\n", w)
 			}
 			data, name, err := readInput(s, podFile)
 			if err != nil {
