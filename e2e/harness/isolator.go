@@ -71,8 +71,13 @@ type IsolatorOptions struct {
 	// CertDir holds tls.crt and tls.key; empty generates a serving certificate for
 	// 127.0.0.1 and localhost in a fresh directory.
 	CertDir string
-	// Args are added to the webhook's flags (e.g. "--cert-mode=self").
+	// Args are added to the webhook's flags (e.g. "--leader-elect=true").
 	Args []string
+	// SelfManagedCerts runs the webhook with --cert-mode=self: it keeps its own CA and
+	// serving certificate (naming 127.0.0.1, where it listens) and injects the caBundle
+	// into the webhook configurations itself, so no key pair is generated here and
+	// Register leaves caBundle empty.
+	SelfManagedCerts bool
 	// NoWait returns as soon as the process started, without waiting for /readyz.
 	NoWait bool
 }
@@ -85,7 +90,7 @@ type Isolator struct {
 	// MetricsURL and HealthURL are the plain-HTTP endpoints.
 	MetricsURL, HealthURL string
 	// CertDir holds the serving key pair; CABundle is the PEM CA that signed it (nil
-	// when CertDir was given).
+	// when CertDir was given, or with SelfManagedCerts).
 	CertDir  string
 	CABundle []byte
 }
@@ -113,7 +118,7 @@ func (cp *ControlPlane) StartIsolator(ctx context.Context, opts IsolatorOptions)
 		HealthURL:  "http://127.0.0.1:" + strconv.Itoa(ports[2]),
 		CertDir:    opts.CertDir,
 	}
-	if iso.CertDir == "" {
+	if iso.CertDir == "" && !opts.SelfManagedCerts {
 		iso.CertDir = filepath.Join(cp.workDir, opts.Name+"-certs")
 		ca, err := WriteServingCerts(iso.CertDir, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
 		if err != nil {
@@ -131,6 +136,9 @@ func (cp *ControlPlane) StartIsolator(ctx context.Context, opts IsolatorOptions)
 		"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(ports[2]),
 		"--leader-elect=false",
 		"--shutdown-delay=500ms",
+	}
+	if opts.SelfManagedCerts {
+		args = append(args, "--cert-mode=self", "--cert-extra-sans=127.0.0.1,localhost")
 	}
 	args = append(args, opts.Args...)
 	p, err := StartProcess(ProcessSpec{Name: opts.Name, Path: bin, Args: args, LogPath: filepath.Join(cp.logDir, opts.Name+".log")})

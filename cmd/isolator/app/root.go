@@ -78,6 +78,7 @@ It is one binary with several roles:
 		newPolicyCommand(s),
 		newWebhookCommand(s),
 		newNodeCommand(s),
+		newCertsCommand(s),
 	)
 	return root
 }
