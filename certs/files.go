@@ -3,6 +3,7 @@ package certs
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -33,6 +34,8 @@ type FileSource struct {
 	// Interval is how often the files are re-read in addition to file events.
 	Interval time.Duration
 	Log      logr.Logger
+	// Metrics, if set, get the expiry of the served certificate and of its CA (ca.crt).
+	Metrics *Metrics
 
 	watcher atomic.Pointer[certwatcher.CertWatcher]
 }
@@ -53,6 +56,44 @@ func (f *FileSource) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificat
 
 // Loaded reports whether a key pair has been loaded.
 func (f *FileSource) Loaded() bool { return f.watcher.Load() != nil }
+
+// Serving returns the certificate chain served now, nil before the first load.
+func (f *FileSource) Serving() []*x509.Certificate {
+	w := f.watcher.Load()
+	if w == nil {
+		return nil
+	}
+	c, err := w.GetCertificate(nil)
+	if err != nil || c == nil {
+		return nil
+	}
+	var chain []*x509.Certificate
+	for _, der := range c.Certificate {
+		if x, err := x509.ParseCertificate(der); err == nil {
+			chain = append(chain, x)
+		}
+	}
+	return chain
+}
+
+// observe records the expiry of a newly loaded pair and of the CA in ca.crt that signed it.
+func (f *FileSource) observe(c tls.Certificate) {
+	leaf := c.Leaf
+	if leaf == nil && len(c.Certificate) > 0 {
+		leaf, _ = x509.ParseCertificate(c.Certificate[0])
+	}
+	if leaf == nil {
+		return
+	}
+	bundle, _ := ParseCertificates(readOptional(filepath.Join(f.Dir, CAFile)))
+	f.Metrics.observeServing(leaf, bundle)
+	f.Log.Info("serving certificate loaded", "dir", f.Dir, "serial", Serial(leaf), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
+}
+
+func readOptional(path string) []byte {
+	b, _ := os.ReadFile(path)
+	return b
+}
 
 // Start waits for the key pair, loads it, and watches it until ctx ends.
 func (f *FileSource) Start(ctx context.Context) error {
@@ -79,8 +120,9 @@ func (f *FileSource) Start(ctx context.Context) error {
 	if f.Interval > 0 {
 		w = w.WithWatchInterval(f.Interval)
 	}
+	// RegisterCallback calls back once for the pair already loaded, then on every reload.
+	w.RegisterCallback(f.observe)
 	f.watcher.Store(w)
-	f.Log.Info("serving certificate loaded", "dir", f.Dir)
 	if err := w.Start(ctx); err != nil {
 		return fmt.Errorf("watching the serving certificate in %s: %w", f.Dir, err)
 	}

@@ -126,10 +126,12 @@ func find[T runtime.Object](objs []runtime.Object, name string, get func(T) stri
 func TestOverlaysKeepTheSharedNames(t *testing.T) {
 	for _, tc := range []struct {
 		dir, certMode string
-		optionalCerts bool
+		// mountedCerts: cert-manager writes the Secret and the kubelet updates the
+		// files; a self-managed webhook reads the Secret through the API instead.
+		mountedCerts bool
 	}{
-		{"overlays/cert-manager", "cert-manager", false},
-		{"overlays/self-signed", "self", true},
+		{"overlays/cert-manager", "cert-manager", true},
+		{"overlays/self-signed", "self", false},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			objs := build(t, tc.dir)
@@ -161,14 +163,17 @@ func TestOverlaysKeepTheSharedNames(t *testing.T) {
 					certs = &spec.Volumes[i]
 				}
 			}
-			if certs == nil {
+			switch {
+			case !tc.mountedCerts && certs != nil:
+				t.Error("the Secret isolator-webhook-tls is mounted, but a self-managed webhook reads it through the API")
+			case !tc.mountedCerts:
+			case certs == nil:
 				t.Fatal("the Secret isolator-webhook-tls is not mounted")
-			}
-			if got := certs.Secret.Optional != nil && *certs.Secret.Optional; got != tc.optionalCerts {
-				t.Errorf("certificate volume optional = %v, want %v", got, tc.optionalCerts)
+			case certs.Secret.Optional != nil && *certs.Secret.Optional:
+				t.Error("the certificate volume is optional: the webhook must not start without its certificate")
 			}
 			for _, m := range c.VolumeMounts {
-				if m.Name == certs.Name && (m.MountPath != "/tmp/k8s-webhook-server/serving-certs" || m.SubPath != "") {
+				if certs != nil && m.Name == certs.Name && (m.MountPath != "/tmp/k8s-webhook-server/serving-certs" || m.SubPath != "") {
 					t.Errorf("certificates mounted at %s (subPath %q), want /tmp/k8s-webhook-server/serving-certs without subPath", m.MountPath, m.SubPath)
 				}
 			}
@@ -236,6 +241,18 @@ func TestOverlaysKeepTheSharedNames(t *testing.T) {
 			}
 			if ds.Spec.Template.Spec.HostNetwork || ds.Spec.Template.Spec.HostPID || ds.Spec.Template.Spec.HostIPC {
 				t.Error("isolator-node must not use host namespaces")
+			}
+			// The host root is read-only; isolator writes only where it must.
+			writable := []string{"/host/opt/kata", "/host/etc/containerd", "/host/run/containerd", "/host/var/lib/isolator", "/host/run/systemd", "/host/run/dbus", "/tmp"}
+			for _, m := range ds.Spec.Template.Spec.Containers[0].VolumeMounts {
+				switch {
+				case m.MountPath == "/host":
+					if !m.ReadOnly {
+						t.Error("the host root must be mounted read-only")
+					}
+				case !m.ReadOnly && !slices.Contains(writable, m.MountPath):
+					t.Errorf("isolator-node may write %s, which is not in %v", m.MountPath, writable)
+				}
 			}
 		})
 	}

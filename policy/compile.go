@@ -8,7 +8,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
@@ -45,10 +44,9 @@ type Snapshot struct {
 	keepOK   [][]bool
 	accepted [][]string // accepted[d]: class names a pod may name when d is decided
 
-	rules   []compiledRule
-	enforce ruleIndex
-	audit   ruleIndex
-	def     *compiledRule // from defaultRuntimeClass; nil when no policy sets one
+	rules []compiledRule
+	index ruleIndex
+	def   *compiledRule // from defaultRuntimeClass; nil when no policy sets one
 
 	sources  []string
 	warnings []string
@@ -63,8 +61,7 @@ type compiledRule struct {
 	audit     bool
 	replace   bool
 
-	namespaces []string // globs; literal names compare with ==
-	nsLiteral  []bool
+	namespaces []glob
 	nsSel      labels.Selector
 	podSel     labels.Selector
 	anyImage   []imagePattern
@@ -78,23 +75,6 @@ type compiledRule struct {
 	keepReason []string
 }
 
-type kv struct{ k, v string }
-
-// ruleIndex finds candidate rules without scanning them all. Each rule sits in the
-// bucket of one condition that it requires, so a rule whose bucket key the pod lacks
-// cannot match. Buckets hold rule positions in resolution order.
-type ruleIndex struct {
-	byNamespace map[string][]int32
-	byPodLabel  map[kv][]int32
-	byPodKey    map[string][]int32
-	byNsLabel   map[kv][]int32
-	byNsKey     map[string][]int32
-	byImage     map[string][]int32 // literal leading segments of a name pattern
-	byFirstImg  map[string][]int32 // allImages: looked up with the first image only
-	scan        []int32
-	size        int
-}
-
 // Compile validates, compiles and merges policies into a Snapshot. Sources are merged in
 // name order, so the result does not depend on the order they are given in. A source
 // that does not validate makes Compile fail with its errors; order disagreements between
@@ -105,7 +85,7 @@ func Compile(sources ...Source) (*Snapshot, error) {
 	var errs []string
 	for i := range srcs {
 		if i > 0 && srcs[i].Name == srcs[i-1].Name {
-			errs = append(errs, fmt.Sprintf("%s and %s are both named %q; policy names qualify rule names and must be unique", srcs[i-1].Origin, srcs[i].Origin, srcs[i].Name))
+			errs = append(errs, fmt.Sprintf("%s and %s are both named %q; policy names qualify rule names and must be unique: give each policy its own metadata.name (a ConfigMap is named by metadata.name)", srcs[i-1].Origin, srcs[i].Origin, srcs[i].Name))
 		}
 		if srcs[i].Policy == nil {
 			errs = append(errs, fmt.Sprintf("%s: no policy", srcs[i].Origin))
@@ -141,17 +121,12 @@ func Compile(sources ...Source) (*Snapshot, error) {
 		}
 		return a.qualified < b.qualified
 	})
-	s.enforce = newRuleIndex()
-	s.audit = newRuleIndex()
+	all := make([]int32, len(s.rules))
 	for i := range s.rules {
-		r := &s.rules[i]
-		if r.audit {
-			s.audit.add(int32(i), r)
-		} else {
-			s.enforce.add(int32(i), r)
-		}
-		r.renderReasons(s)
+		all[i] = int32(i)
+		s.rules[i].renderReasons(s)
 	}
+	s.index = buildIndex(s.rules, all)
 	s.def = s.mergeDefault(srcs)
 	return s, nil
 }
@@ -274,8 +249,7 @@ func (s *Snapshot) compileRule(source string, r *Rule) (compiledRule, error) {
 	m := &r.Match
 	var why []string
 	for _, ns := range m.Namespaces {
-		c.namespaces = append(c.namespaces, ns)
-		c.nsLiteral = append(c.nsLiteral, isLiteral(ns))
+		c.namespaces = append(c.namespaces, newGlob(ns))
 	}
 	if len(m.Namespaces) == 1 {
 		if isLiteral(m.Namespaces[0]) {
@@ -344,94 +318,6 @@ func (c *compiledRule) renderReasons(s *Snapshot) {
 			c.keepReason[x] = "the pod names " + cl.Name + ", at least as isolated as " + d + "; " + c.summary
 		}
 	}
-}
-
-func newRuleIndex() ruleIndex {
-	return ruleIndex{
-		byNamespace: map[string][]int32{},
-		byPodLabel:  map[kv][]int32{},
-		byPodKey:    map[string][]int32{},
-		byNsLabel:   map[kv][]int32{},
-		byNsKey:     map[string][]int32{},
-		byImage:     map[string][]int32{},
-		byFirstImg:  map[string][]int32{},
-	}
-}
-
-// add files rule pos under the most selective condition it requires. Positions arrive in
-// ascending order, so every bucket stays sorted.
-func (ix *ruleIndex) add(pos int32, r *compiledRule) {
-	ix.size++
-	if len(r.namespaces) > 0 && !slices.Contains(r.nsLiteral, false) {
-		for _, ns := range r.namespaces {
-			appendUnique(ix.byNamespace, ns, pos)
-		}
-		return
-	}
-	if addSelector(ix.byPodLabel, ix.byPodKey, r.podSel, pos) {
-		return
-	}
-	if addSelector(ix.byNsLabel, ix.byNsKey, r.nsSel, pos) {
-		return
-	}
-	if len(r.anyImage) > 0 && allHavePrefix(r.anyImage) {
-		for _, p := range r.anyImage {
-			appendUnique(ix.byImage, p.prefix, pos)
-		}
-		return
-	}
-	if len(r.allImages) > 0 && allHavePrefix(r.allImages) {
-		for _, p := range r.allImages {
-			appendUnique(ix.byFirstImg, p.prefix, pos)
-		}
-		return
-	}
-	ix.scan = append(ix.scan, pos)
-}
-
-func allHavePrefix(ps []imagePattern) bool {
-	for _, p := range ps {
-		if p.prefix == "" {
-			return false
-		}
-	}
-	return true
-}
-
-func appendUnique[K comparable](m map[K][]int32, k K, pos int32) {
-	b := m[k]
-	if n := len(b); n > 0 && b[n-1] == pos {
-		return
-	}
-	m[k] = append(b, pos)
-}
-
-// addSelector indexes a rule under one label its selector requires: key=value for an
-// equality or an In with few values, the key alone for Exists.
-func addSelector(byKV map[kv][]int32, byKey map[string][]int32, sel labels.Selector, pos int32) bool {
-	if sel == nil {
-		return false
-	}
-	reqs, selectable := sel.Requirements()
-	if !selectable {
-		return false
-	}
-	for _, r := range reqs {
-		switch r.Operator() {
-		case selection.Equals, selection.DoubleEquals, selection.In:
-			for _, v := range r.ValuesUnsorted() {
-				appendUnique(byKV, kv{r.Key(), v}, pos)
-			}
-			return true
-		}
-	}
-	for _, r := range reqs {
-		if r.Operator() == selection.Exists {
-			appendUnique(byKey, r.Key(), pos)
-			return true
-		}
-	}
-	return false
 }
 
 // Classes returns the merged runtime classes, most isolated first.

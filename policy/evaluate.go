@@ -62,75 +62,18 @@ func (s *Snapshot) Evaluate(f *Facts) Decision {
 		d.Action, d.Reason, d.RuntimeClass = ActionNone, noRuleReason, f.RuntimeClassName
 		return d
 	}
-	if pos := s.enforce.best(s.rules, f); pos >= 0 {
-		d.Outcome = s.decide(&s.rules[pos], f)
+	enforce, audit := s.index.best(s.rules, f)
+	if enforce >= 0 {
+		d.Outcome = s.decide(&s.rules[enforce], f)
 	} else if s.def != nil {
 		d.Outcome = s.decide(s.def, f)
 	} else {
 		d.Action, d.Reason, d.RuntimeClass = ActionNone, noRuleReason, f.RuntimeClassName
 	}
-	if pos := s.audit.best(s.rules, f); pos >= 0 {
-		d.Audit = s.decide(&s.rules[pos], f)
+	if audit >= 0 {
+		d.Audit = s.decide(&s.rules[audit], f)
 	}
 	return d
-}
-
-// best returns the position of the first matching rule in resolution order, or -1.
-func (ix *ruleIndex) best(rules []compiledRule, f *Facts) int32 {
-	if ix.size == 0 {
-		return -1
-	}
-	best := int32(len(rules))
-	try := func(bucket []int32) {
-		for _, pos := range bucket {
-			if pos >= best {
-				return
-			}
-			if rules[pos].matches(f) {
-				best = pos
-				return
-			}
-		}
-	}
-	if len(ix.byNamespace) > 0 {
-		try(ix.byNamespace[f.Namespace])
-	}
-	if len(ix.byPodLabel) > 0 || len(ix.byPodKey) > 0 {
-		for k, v := range f.PodLabels {
-			try(ix.byPodLabel[kv{k, v}])
-			try(ix.byPodKey[k])
-		}
-	}
-	if len(ix.byNsLabel) > 0 || len(ix.byNsKey) > 0 {
-		for k, v := range f.NamespaceLabels {
-			try(ix.byNsLabel[kv{k, v}])
-			try(ix.byNsKey[k])
-		}
-	}
-	if len(ix.byImage) > 0 {
-		for i := range f.Images {
-			forEachPrefix(f.Images[i].Name, func(p string) { try(ix.byImage[p]) })
-		}
-	}
-	if len(ix.byFirstImg) > 0 && len(f.Images) > 0 {
-		forEachPrefix(f.Images[0].Name, func(p string) { try(ix.byFirstImg[p]) })
-	}
-	try(ix.scan)
-	if best == int32(len(rules)) {
-		return -1
-	}
-	return best
-}
-
-// forEachPrefix calls fn with every leading run of whole segments of name:
-// "a/b/c" gives "a", "a/b", "a/b/c".
-func forEachPrefix(name string, fn func(string)) {
-	for i := 0; i < len(name); i++ {
-		if name[i] == '/' {
-			fn(name[:i])
-		}
-	}
-	fn(name)
 }
 
 func (c *compiledRule) matches(f *Facts) bool {
@@ -153,12 +96,8 @@ func (c *compiledRule) matches(f *Facts) bool {
 }
 
 func (c *compiledRule) matchNamespace(ns string) bool {
-	for i, g := range c.namespaces {
-		if c.nsLiteral[i] {
-			if g == ns {
-				return true
-			}
-		} else if globMatch(g, ns) {
+	for i := range c.namespaces {
+		if c.namespaces[i].match(ns) {
 			return true
 		}
 	}
@@ -216,12 +155,25 @@ func (s *Snapshot) decide(c *compiledRule, f *Facts) Outcome {
 		return o
 	}
 	if s.classes[final].Sandboxed && (f.HostNetwork || f.HostPID || f.HostIPC) {
-		class := s.classes[final].Name
-		o.Action = ActionDeny
-		o.RuntimeClass = class
-		o.Reason = "the pod uses " + hostNamespaces(f) + ", but " + class + " is a sandboxed (VM) runtime class that cannot share the host's namespaces; " +
-			c.summary + ", so " + class + " is required. Remove " + hostNamespaces(f) + ", or run the pod where the policy does not require a sandbox"
+		o = s.denyHostNamespaces(c, final, f)
 	}
+	return o
+}
+
+// denyHostNamespaces explains why a pod that shares host namespaces can't run in the
+// sandboxed class final: because the policy requires it, or because the pod names it.
+func (s *Snapshot) denyHostNamespaces(c *compiledRule, final int, f *Facts) Outcome {
+	class := s.classes[final].Name
+	host := hostNamespaces(f)
+	o := Outcome{Rule: c.qualified, RuntimeClass: class, Action: ActionDeny}
+	why := "the pod uses " + host + ", but " + class + " is a sandboxed (VM) runtime class that cannot share the host's namespaces; "
+	if required := s.classes[c.class]; final == c.class || required.Sandboxed {
+		o.Reason = why + c.summary + ", so " + required.Name + " is required. Remove " + host + ", or run the pod where the policy does not require a sandbox"
+		return o
+	}
+	// The pod asked for the sandbox itself; the policy would accept a less isolated class.
+	o.Reason = why + "the pod names " + class + " itself (" + c.summary + ", which requires " + s.classes[c.class].Name +
+		"). Remove " + host + ", or name " + s.classes[c.class].Name + " or remove runtimeClassName"
 	return o
 }
 

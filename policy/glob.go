@@ -22,18 +22,73 @@ func globMatch(pattern, s string) bool {
 	return ok
 }
 
+// validHostLength bounds a registry host as DNS does: at most 253 characters, and 63
+// between dots. A longer name can't be a registry, and bounding it keeps the regexes
+// the backstop renders from patterns small.
+func validHostLength(host string) error {
+	name, _, _ := strings.Cut(host, ":")
+	if len(name) > 253 {
+		return fmt.Errorf("registry host %.20q... is %d characters long; a host name has at most 253", name, len(name))
+	}
+	for _, label := range strings.Split(name, ".") {
+		if len(label) > 63 {
+			return fmt.Errorf("registry host label %.20q... is %d characters long; a label between dots has at most 63", label, len(label))
+		}
+	}
+	return nil
+}
+
 // isLiteral reports whether a glob has no wildcards.
 func isLiteral(pattern string) bool { return !strings.ContainsAny(pattern, `*?[\`) }
+
+// glob is a compiled glob on a namespace name, one image path segment or a tag. Most
+// policy globs are a literal or a literal followed by one '*', and those never reach
+// path.Match: a request compares strings only.
+type glob struct {
+	pattern string
+	// prefix is the literal text before the first wildcard; every match starts with it.
+	prefix  string
+	literal bool // no wildcard: compare with ==
+	star    bool // prefix followed by a single trailing '*'
+	any     bool // "**" in an image pattern: any number of whole segments
+}
+
+func newGlob(pattern string) glob {
+	g := glob{pattern: pattern, any: pattern == "**"}
+	i := strings.IndexAny(pattern, `*?[\`)
+	switch {
+	case i < 0:
+		g.literal, g.prefix = true, pattern
+	default:
+		g.prefix = pattern[:i]
+		g.star = i == len(pattern)-1 && pattern[i] == '*'
+	}
+	return g
+}
+
+// match reports whether s, which holds no '/', matches the glob.
+func (g *glob) match(s string) bool {
+	switch {
+	case g.literal:
+		return s == g.pattern
+	case !strings.HasPrefix(s, g.prefix):
+		return false
+	case g.star:
+		return true
+	}
+	return globMatch(g.pattern, s)
+}
 
 // imagePattern is a compiled image pattern. Name segments are globs within one path
 // segment, or "**" which spans any number of segments. Tag and digest, when given, are
 // compared too.
 type imagePattern struct {
-	text   string   // as written, for reasons
-	name   string   // normalised name part, for messages and the backstop
-	segs   []string // name split on '/'
-	tag    string   // glob on the tag; empty: any
-	digest string   // exact digest; empty: any
+	text   string // as written, for reasons
+	name   string // normalised name part, for messages and the backstop
+	segs   []glob // name split on '/'
+	tag    string // glob on the tag; empty: any
+	tagG   glob
+	digest string // exact digest; empty: any
 	// prefix is the leading literal segments joined by '/', used to index the pattern.
 	prefix string
 }
@@ -83,10 +138,19 @@ func compileImagePattern(p string) (imagePattern, error) {
 		}
 	}
 	if segs[0] != "**" {
-		// The first segment is a registry host only if it looks like one, as in
-		// distribution/reference: it has a '.' or a ':' or is localhost.
-		if first := segs[0]; len(segs) > 1 && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		// The first segment is a registry host only if it looks like one, exactly as in
+		// distribution/reference: it has a '.' or a ':', is localhost, or has an
+		// upper-case letter (repository paths are lower-case, hosts are not).
+		if first := segs[0]; len(segs) > 1 && (strings.ContainsAny(first, ".:") || first == "localhost" || strings.ToLower(first) != first) {
+			if err := validHostLength(first); err != nil {
+				return ip, err
+			}
 			segs[0] = strings.ToLower(first)
+			// A literal host with the HTTPS port is that host: it then matches the host
+			// spelled with or without :443, as a pattern host without a port does.
+			if h, ok := strings.CutSuffix(segs[0], HTTPSPort); ok && isLiteral(h) {
+				segs[0] = h
+			}
 		} else {
 			segs = append([]string{DockerHub}, segs...)
 		}
@@ -97,14 +161,25 @@ func compileImagePattern(p string) (imagePattern, error) {
 			}
 		}
 	}
-	ip.segs = segs
+	for _, s := range segs[1:] {
+		if strings.ToLower(s) != s && isLiteral(s) {
+			return ip, fmt.Errorf("segment %q: repository paths are lower-case, so this pattern can never match; write it in lower case", s)
+		}
+	}
+	for _, s := range segs {
+		if s == "**" && len(ip.segs) > 0 && ip.segs[len(ip.segs)-1].any {
+			continue // "**/**" is "**"
+		}
+		ip.segs = append(ip.segs, newGlob(s))
+	}
+	ip.tagG = newGlob(ip.tag)
 	ip.name = strings.Join(segs, "/")
 	var lit []string
-	for _, s := range segs {
-		if !isLiteral(s) || s == "**" {
+	for _, g := range ip.segs {
+		if !g.literal {
 			break
 		}
-		lit = append(lit, s)
+		lit = append(lit, g.pattern)
 	}
 	ip.prefix = strings.Join(lit, "/")
 	return ip, nil
@@ -115,50 +190,63 @@ func (p *imagePattern) matches(img *Image) bool {
 	if p.digest != "" && img.Digest != p.digest {
 		return false
 	}
-	if p.tag != "" && !globMatch(p.tag, img.Tag) {
+	// A digest-only reference has the empty tag: only a tag glob that matches the
+	// empty string (such as "*") accepts it.
+	if p.tag != "" && !p.tagG.match(img.Tag) {
 		return false
 	}
-	return matchSegments(p.segs, img.Name)
+	if matchSegments(p.segs, img.Name) {
+		return true
+	}
+	// A host written without a port is the same registry as that host with :443.
+	if len(p.segs) > 1 && !p.segs[0].any {
+		host, rest := cutSegment(img.Name)
+		if h, ok := strings.CutSuffix(host, HTTPSPort); ok && p.segs[0].match(h) {
+			return matchSegments(p.segs[1:], rest)
+		}
+	}
+	return false
+}
+
+// cutSegment splits the first '/'-separated segment off name.
+func cutSegment(name string) (seg, rest string) {
+	if i := strings.IndexByte(name, '/'); i >= 0 {
+		return name[:i], name[i+1:]
+	}
+	return name, ""
 }
 
 // matchSegments matches glob segments against a '/'-separated name without allocating.
-func matchSegments(segs []string, name string) bool {
-	for len(segs) > 0 {
-		if segs[0] == "**" {
-			rest := segs[1:]
-			if len(rest) == 0 {
-				return true
-			}
-			// ** matches zero or more whole segments.
-			for {
-				if matchSegments(rest, name) {
-					return true
-				}
-				i := strings.IndexByte(name, '/')
-				if i < 0 {
-					return false
-				}
-				name = name[i+1:]
+// "**" matches any number of whole segments, zero included. It backtracks only to the
+// last "**", as wildcard matchers do for '*', so a pattern with many "**" stays linear
+// in the name rather than exponential.
+func matchSegments(segs []glob, name string) bool {
+	i, rest := 0, name
+	star, starRest := -1, ""
+	for {
+		if i < len(segs) && segs[i].any {
+			star, starRest = i, rest
+			i++
+			continue
+		}
+		if rest == "" {
+			// Every segment is used up. Remaining pattern segments can't match, and
+			// letting a "**" take more would only leave fewer.
+			return i == len(segs)
+		}
+		if i < len(segs) {
+			seg, next := cutSegment(rest)
+			if segs[i].match(seg) {
+				i, rest = i+1, next
+				continue
 			}
 		}
-		if name == "" {
+		if star < 0 || starRest == "" {
 			return false
 		}
-		seg := name
-		next := ""
-		more := false
-		if i := strings.IndexByte(name, '/'); i >= 0 {
-			seg, next, more = name[:i], name[i+1:], true
-		}
-		if !globMatch(segs[0], seg) {
-			return false
-		}
-		segs, name = segs[1:], next
-		if !more {
-			return len(segs) == 0 || (len(segs) == 1 && segs[0] == "**")
-		}
+		_, starRest = cutSegment(starRest)
+		i, rest = star+1, starRest
 	}
-	return name == ""
 }
 
 // String renders the normalised pattern as it is matched.

@@ -62,11 +62,17 @@ func NormalizeImage(s string) (Image, error) {
 	return img, nil
 }
 
+// HTTPSPort is the port a registry host may be spelled with and still be the same
+// registry: quay.io:443 is quay.io to a puller.
+const HTTPSPort = ":443"
+
 // canonicalDomainPath lower-cases the registry host (DNS is case-insensitive) and folds
-// every Docker Hub alias to docker.io, adding library/ to official image names.
+// every Docker Hub alias to docker.io, with or without the HTTPS port, adding library/
+// to official image names. Other hosts keep a port as written; a pattern host without
+// a port also matches the host with :443 (imagePattern.matches).
 func canonicalDomainPath(domain, path string) (string, string) {
 	d := strings.ToLower(domain)
-	if dockerHubAliases[d] {
+	if dockerHubAliases[strings.TrimSuffix(d, HTTPSPort)] {
 		d = DockerHub
 		if !strings.Contains(path, "/") {
 			path = "library/" + path

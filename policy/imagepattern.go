@@ -1,14 +1,13 @@
 package policy
 
-import "slices"
-
 // ImagePattern is a parsed, normalised image pattern, for tools that render patterns in
 // another language (the backstop's CEL). Segments are globs within one path segment, or
-// "**" spanning any number of segments; the first is the registry host, lower-cased,
-// unless it is "**".
+// "**" spanning any number of segments ("**/**" is given as one "**"); the first is the
+// registry host, lower-cased, unless it is "**".
 type ImagePattern struct {
 	Segments []string
-	// Tag is a glob on the tag; empty matches any tag (and images without one).
+	// Tag is a glob on the tag; empty matches any tag (and images without one). A
+	// digest-only image has the empty tag, which only globs such as "*" match.
 	Tag string
 	// Digest must equal the image's digest; empty matches any.
 	Digest string
@@ -21,12 +20,19 @@ func ParseImagePattern(p string) (ImagePattern, error) {
 	if err != nil {
 		return ImagePattern{}, err
 	}
-	return ImagePattern{Segments: slices.Clone(ip.segs), Tag: ip.tag, Digest: ip.digest}, nil
+	out := ImagePattern{Segments: make([]string, len(ip.segs)), Tag: ip.tag, Digest: ip.digest}
+	for i, g := range ip.segs {
+		out.Segments[i] = g.pattern
+	}
+	return out, nil
 }
 
 // Matches reports whether the normalised image satisfies the pattern, exactly as
 // Evaluate matches it.
 func (p ImagePattern) Matches(img Image) bool {
-	ip := imagePattern{segs: p.Segments, tag: p.Tag, digest: p.Digest}
+	ip := imagePattern{segs: make([]glob, len(p.Segments)), tag: p.Tag, tagG: newGlob(p.Tag), digest: p.Digest}
+	for i, s := range p.Segments {
+		ip.segs[i] = newGlob(s)
+	}
 	return ip.matches(&img)
 }

@@ -3,6 +3,7 @@ package policy
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -38,17 +39,17 @@ func Parse(data []byte, root *field.Path) (*RuntimePolicy, field.ErrorList) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, field.ErrorList{field.Required(pathOrNil(root, rootStr), "a RuntimePolicy document (apiVersion: "+APIVersion+", kind: "+Kind+")")}
 	}
-	js, err := yaml.YAMLToJSON(data)
-	if err != nil {
-		return nil, field.ErrorList{&field.Error{Type: field.ErrorTypeInvalid, Field: rootStr, BadValue: field.OmitValueType{}, Detail: "not valid YAML: " + err.Error()}}
+	js, ferr := yamlToJSON(data, rootStr)
+	if ferr != nil {
+		return nil, field.ErrorList{ferr}
 	}
-	if bytes.HasPrefix(bytes.TrimSpace(js), []byte("null")) || !bytes.HasPrefix(bytes.TrimSpace(js), []byte("{")) {
+	if !bytes.HasPrefix(bytes.TrimSpace(js), []byte("{")) {
 		return nil, field.ErrorList{&field.Error{Type: field.ErrorTypeInvalid, Field: rootStr, BadValue: field.OmitValueType{}, Detail: "must be a YAML mapping with apiVersion, kind and spec"}}
 	}
 	p := &RuntimePolicy{}
 	strict, err := sigsjson.UnmarshalStrict(js, p)
 	if err != nil {
-		return nil, field.ErrorList{&field.Error{Type: field.ErrorTypeInvalid, Field: rootStr, BadValue: field.OmitValueType{}, Detail: typeErrorDetail(err)}}
+		return nil, field.ErrorList{typeError(root, rootStr, js, err)}
 	}
 	var errs field.ErrorList
 	for _, se := range strict {
@@ -92,29 +93,131 @@ func strictError(root *field.Path, err error) *field.Error {
 	}
 }
 
+// yamlToJSON converts YAML strictly: a key given twice in one mapping is an error, as
+// it is for kubectl, rather than silently keeping the last value.
+func yamlToJSON(data []byte, rootStr string) ([]byte, *field.Error) {
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err == nil {
+		return js, nil
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "already set in map") {
+		detail := strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(msg, "error converting YAML to JSON: "), "yaml: unmarshal errors:"))
+		return nil, &field.Error{Type: field.ErrorTypeDuplicate, Field: rootStr, BadValue: field.OmitValueType{},
+			Detail: detail + "; the field is given more than once, keep one"}
+	}
+	return nil, &field.Error{Type: field.ErrorTypeInvalid, Field: rootStr, BadValue: field.OmitValueType{}, Detail: "not valid YAML: " + msg}
+}
+
 var typeErrorRE = regexp.MustCompile(`cannot unmarshal (\w+) into Go (?:struct field \w+\.(\S+)|value) of type (\S+)`)
+
+// typeError reports a value of the wrong type at its full field path. encoding/json
+// names the field without list indices (spec.rules.priority), so the path is looked up
+// in the document itself (spec.rules[3].priority).
+func typeError(root *field.Path, rootStr string, js []byte, err error) *field.Error {
+	fe := &field.Error{Type: field.ErrorTypeInvalid, Field: rootStr, BadValue: field.OmitValueType{}, Detail: typeErrorDetail(err)}
+	m := typeErrorRE.FindStringSubmatch(err.Error())
+	if m == nil || m[2] == "" {
+		return fe
+	}
+	var tree any
+	if json.Unmarshal(js, &tree) != nil {
+		return fe
+	}
+	if p := locate(tree, strings.Split(m[2], "."), m[1], root); p != nil {
+		fe.Field = p.String()
+		fe.Detail = typeWant(m[3], m[1])
+	}
+	return fe
+}
+
+// locate finds the first value of JSON type kind at the dotted path, descending into
+// lists on the way, and returns its path with list indices.
+func locate(v any, dotted []string, kind string, p *field.Path) *field.Path {
+	if list, ok := v.([]any); ok && (len(dotted) > 0 || kind != "array") {
+		for i, e := range list {
+			if found := locate(e, dotted, kind, indexPath(p, i)); found != nil {
+				return found
+			}
+		}
+		return nil
+	}
+	if len(dotted) == 0 {
+		if jsonKind(v) == kind {
+			return p
+		}
+		return nil
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil
+	}
+	child, ok := obj[dotted[0]]
+	if !ok {
+		return nil
+	}
+	next := field.NewPath(dotted[0])
+	if p != nil {
+		next = p.Child(dotted[0])
+	}
+	return locate(child, dotted[1:], kind, next)
+}
+
+func indexPath(p *field.Path, i int) *field.Path {
+	if p == nil {
+		return field.NewPath("").Index(i)
+	}
+	return p.Index(i)
+}
+
+// jsonKind names a decoded JSON value's type as encoding/json's errors do.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case string:
+		return "string"
+	case float64:
+		return "number"
+	case bool:
+		return "bool"
+	case []any:
+		return "array"
+	case map[string]any:
+		return "object"
+	}
+	return "null"
+}
+
+// typeWant says what a field of Go type want should hold instead of a JSON got.
+func typeWant(want, got string) string {
+	switch {
+	case strings.Contains(want, "int"):
+		want = "an integer"
+	case strings.HasPrefix(want, "[]"):
+		want = "a list"
+	case strings.HasPrefix(want, "map") || strings.Contains(want, "."):
+		want = "a mapping"
+	case want == "string":
+		want = "a string"
+	case want == "bool":
+		want = "true or false"
+	}
+	switch got {
+	case "array":
+		got = "list"
+	case "object":
+		got = "mapping"
+	}
+	return fmt.Sprintf("must be %s, not a %s", want, got)
+}
 
 // typeErrorDetail rewrites encoding/json's type errors in terms of the policy's fields.
 func typeErrorDetail(err error) string {
 	msg := strings.TrimPrefix(err.Error(), "json: ")
 	if m := typeErrorRE.FindStringSubmatch(msg); m != nil {
-		want := m[3]
-		switch {
-		case strings.Contains(want, "int"):
-			want = "an integer"
-		case strings.HasPrefix(want, "[]"):
-			want = "a list"
-		case strings.HasPrefix(want, "map") || strings.Contains(want, "."):
-			want = "a mapping"
-		case want == "string":
-			want = "a string"
-		case want == "bool":
-			want = "true or false"
-		}
 		if m[2] != "" {
-			return fmt.Sprintf("field %s must be %s, not a %s", m[2], want, m[1])
+			return "field " + m[2] + " " + typeWant(m[3], m[1])
 		}
-		return fmt.Sprintf("must be %s, not a %s", want, m[1])
+		return typeWant(m[3], m[1])
 	}
 	return msg
 }
@@ -168,7 +271,9 @@ type envelope struct {
 // ReadSources reads every policy in a YAML stream: bare RuntimePolicy documents and
 // ConfigMaps holding one under data[policy.yaml]. file names the stream in messages and
 // names bare policies that have no metadata.name. Parse errors are returned per
-// document; documents that parse are returned even when others fail.
+// document; documents that parse are returned even when others fail. Names are not made
+// unique here: Compile refuses two sources of the same name, because renaming one would
+// make its rule names depend on the order of the input.
 func ReadSources(file string, r io.Reader) ([]Source, []*DocumentError) {
 	docs, err := SplitDocuments(r)
 	if err != nil {
@@ -177,32 +282,79 @@ func ReadSources(file string, r io.Reader) ([]Source, []*DocumentError) {
 	base := strings.TrimSuffix(filepath.Base(file), filepath.Ext(file))
 	var out []Source
 	var errs []*DocumentError
-	used := map[string]bool{}
 	for i, doc := range docs {
 		origin := file
 		if len(docs) > 1 {
 			origin = file + " (document " + strconv.Itoa(i+1) + ")"
 		}
-		src, ferrs := readSource(doc, origin, base)
-		if len(ferrs) > 0 {
-			errs = append(errs, &DocumentError{Origin: origin, Errs: ferrs})
+		if items, ok := listItems(doc); ok {
+			// kubectl get configmaps -o yaml prints a List.
+			for j, item := range items {
+				o, e := readOne(item, origin+" items["+strconv.Itoa(j)+"]", base)
+				out, errs = append(out, o...), append(errs, e...)
+			}
 			continue
 		}
-		if src == nil {
-			continue
-		}
-		if used[src.Name] {
-			src.Name = src.Name + "-" + strconv.Itoa(i+1)
-		}
-		used[src.Name] = true
-		out = append(out, *src)
+		o, e := readOne(doc, origin, base)
+		out, errs = append(out, o...), append(errs, e...)
 	}
 	return out, errs
 }
 
+func readOne(doc []byte, origin, base string) ([]Source, []*DocumentError) {
+	src, ferrs := readSource(doc, origin, base)
+	if len(ferrs) > 0 {
+		return nil, []*DocumentError{{Origin: origin, Errs: ferrs}}
+	}
+	if src == nil {
+		return nil, nil
+	}
+	return []Source{*src}, nil
+}
+
+// listItems returns the items of a List document (kind List or ConfigMapList).
+func listItems(doc []byte) ([]json.RawMessage, bool) {
+	var list struct {
+		Kind  string            `json:"kind"`
+		Items []json.RawMessage `json:"items"`
+	}
+	if yaml.Unmarshal(doc, &list) != nil || (list.Kind != "List" && list.Kind != "ConfigMapList") {
+		return nil, false
+	}
+	return list.Items, true
+}
+
+// maxStreamBytes bounds a whole YAML stream of policies or pods.
+const maxStreamBytes = 64 * MaxDocumentBytes
+
+// errStreamTooLong is returned instead of silently cutting a stream (and the document
+// it ends in) short.
+var errStreamTooLong = fmt.Errorf("the stream is longer than %d MiB; split it into several files", maxStreamBytes>>20)
+
+// cappedReader fails once more than n bytes were read.
+type cappedReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.n < 0 {
+		return 0, errStreamTooLong
+	}
+	if int64(len(p)) > c.n+1 {
+		p = p[:c.n+1]
+	}
+	n, err := c.r.Read(p)
+	c.n -= int64(n)
+	if c.n < 0 {
+		return 0, errStreamTooLong
+	}
+	return n, err
+}
+
 // SplitDocuments splits a YAML stream into its non-empty documents.
 func SplitDocuments(r io.Reader) ([][]byte, error) {
-	yr := utilyaml.NewYAMLReader(bufio.NewReader(io.LimitReader(r, 64*MaxDocumentBytes)))
+	yr := utilyaml.NewYAMLReader(bufio.NewReader(&cappedReader{r: r, n: maxStreamBytes}))
 	var docs [][]byte
 	for {
 		doc, err := yr.Read()
@@ -231,9 +383,17 @@ func isBlankDocument(doc []byte) bool {
 }
 
 func readSource(doc []byte, origin, fileBase string) (*Source, field.ErrorList) {
+	js, ferr := yamlToJSON(doc, documentPath)
+	if ferr != nil {
+		return nil, field.ErrorList{ferr}
+	}
+	if !bytes.HasPrefix(bytes.TrimSpace(js), []byte("{")) {
+		return nil, field.ErrorList{&field.Error{Type: field.ErrorTypeInvalid, Field: documentPath, BadValue: field.OmitValueType{},
+			Detail: "must be a YAML mapping: a RuntimePolicy, or a ConfigMap holding one under data key " + ConfigMapKey}}
+	}
 	var env envelope
-	if err := yaml.Unmarshal(doc, &env); err != nil {
-		return nil, field.ErrorList{&field.Error{Type: field.ErrorTypeInvalid, Field: documentPath, BadValue: field.OmitValueType{}, Detail: "not valid YAML: " + err.Error()}}
+	if err := json.Unmarshal(js, &env); err != nil {
+		return nil, field.ErrorList{typeError(nil, documentPath, js, err)}
 	}
 	switch {
 	case env.Kind == "ConfigMap":
@@ -250,7 +410,7 @@ func readSource(doc []byte, origin, fileBase string) (*Source, field.ErrorList) 
 			return nil, errs
 		}
 		return &Source{Name: env.Metadata.Name, Origin: origin + " (ConfigMap " + env.Metadata.Name + ")", Root: root, Policy: p}, nil
-	case env.Kind == Kind || env.APIVersion == APIVersion || (env.Kind == "" && env.APIVersion == ""):
+	case env.Kind == Kind || strings.HasPrefix(env.APIVersion, "isolator.dev/") || (env.Kind == "" && env.APIVersion == ""):
 		p, errs := Parse(doc, nil)
 		if len(errs) > 0 {
 			return nil, errs

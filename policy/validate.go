@@ -17,6 +17,9 @@ const MaxRules = 20000
 // at root (nil for a bare policy, data[policy.yaml] for a ConfigMap).
 func Validate(p *RuntimePolicy, root *field.Path) field.ErrorList {
 	var errs field.ErrorList
+	if p == nil {
+		return field.ErrorList{field.Required(pathOrNil(root, documentPath), "a RuntimePolicy document (apiVersion: "+APIVersion+", kind: "+Kind+")")}
+	}
 	if p.APIVersion != APIVersion {
 		errs = append(errs, field.NotSupported(root.Child("apiVersion"), p.APIVersion, []string{APIVersion}))
 	}

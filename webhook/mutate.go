@@ -114,7 +114,10 @@ func (m *PodMutator) decide(ctx context.Context, req *podRequest) verdict {
 		// class's overhead and scheduling: the decision stands, and it was counted the
 		// first time.
 		d.Action = policy.ActionKeep
-		return m.finish(start, m.respond(ctx, pod, &d, ownClass), &d, false)
+		v := m.respond(ctx, pod, &d, ownClass)
+		// The first call's audit annotations stand; the apiserver refuses to overwrite them.
+		v.audit = [numAuditKeys]string{}
+		return m.finish(start, v, &d, false)
 	}
 	v := m.respond(ctx, pod, &d, ownClass)
 	switch d.Action {

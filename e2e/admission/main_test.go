@@ -57,7 +57,7 @@ func setup(ctx context.Context, c *harness.ControlPlane) error {
 	if err := iso.Register(ctx, c.Client(), filepath.Join(manifests, "base")); err != nil {
 		return err
 	}
-	if _, err := c.Kubectl(ctx, nil, "apply", "--server-side", "-k", filepath.Join(manifests, "runtimeclasses")); err != nil {
+	if err := c.Apply(ctx, "runtimeclasses"); err != nil {
 		return err
 	}
 	for name, labels := range namespaces {
@@ -65,7 +65,7 @@ func setup(ctx context.Context, c *harness.ControlPlane) error {
 			return err
 		}
 	}
-	if _, err := c.Kubectl(ctx, nil, "apply", "--server-side", "-f", filepath.Join(manifests, "examples", "policies.yaml")); err != nil {
+	if err := c.Apply(ctx, "examples/policies.yaml"); err != nil {
 		return err
 	}
 	return waitRules(ctx, 6)

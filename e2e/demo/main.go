@@ -74,11 +74,8 @@ func run(ctx context.Context) error {
 		return err
 	}
 	step("installing the RuntimeClasses (manifests/runtimeclasses) and the example policies (manifests/examples/policies.yaml)")
-	if _, err := cp.Kubectl(startCtx, nil, "apply", "--server-side", "-k", filepath.Join(manifests, "runtimeclasses")); err != nil {
-		return err
-	}
 	policyFile := filepath.Join(manifests, "examples", "policies.yaml")
-	if _, err := cp.Kubectl(startCtx, nil, "apply", "--server-side", "-f", policyFile); err != nil {
+	if err := cp.Apply(startCtx, "runtimeclasses", policyFile); err != nil {
 		return err
 	}
 	snap, err := loadPolicy(policyFile)

@@ -68,8 +68,8 @@ func findEtcd(path string) (string, error) {
 	if path, err := exec.LookPath("etcd"); err == nil {
 		return path, nil
 	}
-	if _, err := os.Stat("/usr/bin/etcd"); err == nil {
-		return "/usr/bin/etcd", nil
+	if path, err := toolIn("/usr/bin", "etcd"); err == nil {
+		return path, nil
 	}
 	return "", fmt.Errorf("etcd not found on PATH nor at /usr/bin/etcd: install it with `apt-get install etcd-server`")
 }

@@ -6,10 +6,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -148,7 +150,7 @@ func start(ctx context.Context, opts Options) (*ControlPlane, error) {
 		return nil, err
 	}
 
-	workDir, err := os.MkdirTemp("", "isolator-e2e-")
+	workDir, err := makeTempDir(os.TempDir(), "work")
 	if err != nil {
 		return nil, fmt.Errorf("control plane work directory: %w", err)
 	}
@@ -223,20 +225,56 @@ func checkComponents(cs []Component) ([]Component, error) {
 	return AllComponents, nil
 }
 
-// freePorts asks the kernel for n distinct free loopback ports. They are free when this
-// returns; a process elsewhere could take one before the component binds it, which the
-// component's log then says ("address already in use").
+// freePorts returns n distinct loopback ports that are free now. A port is only claimed
+// when the server binds it, so it must not be taken in between: the kernel hands out
+// ports of its ephemeral range (ip_local_port_range) to every outgoing connection, and
+// a busy apiserver opens many. So ports are drawn at random from below that range, where
+// only a server that names its port could take one; where that range starts too low to
+// leave room, the kernel picks instead.
 func freePorts(n int) ([]int, error) {
+	low, high := portRangeBelowEphemeral()
 	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free loopback port: %w", err)
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			_ = l.Close()
 		}
-		defer func() { _ = l.Close() }()
+	}()
+	for attempt := 0; len(ports) < n; attempt++ {
+		addr := "127.0.0.1:0"
+		if high > low && attempt < 100*n {
+			addr = fmt.Sprintf("127.0.0.1:%d", low+rand.IntN(high-low))
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			if addr == "127.0.0.1:0" {
+				return nil, fmt.Errorf("find a free loopback port: %w", err)
+			}
+			continue // taken; draw again
+		}
+		listeners = append(listeners, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// portRangeBelowEphemeral is [10000, start of the kernel's ephemeral range), or an empty
+// range when that can't be read or leaves fewer than 1000 ports.
+func portRangeBelowEphemeral() (low, high int) {
+	const floor = 10000
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) != 2 {
+		return 0, 0
+	}
+	start, err := strconv.Atoi(fields[0])
+	if err != nil || start-floor < 1000 {
+		return 0, 0
+	}
+	return floor, start
 }
 
 func (cp *ControlPlane) startEtcd(ctx context.Context, bin string, clientPort, peerPort int) error {
@@ -270,7 +308,7 @@ func (cp *ControlPlane) startEtcd(ctx context.Context, bin string, clientPort, p
 // etcdDataDir puts etcd's data in memory when /dev/shm is there: Debian's etcd 3.4 has no
 // --unsafe-no-fsync, and fsync on a disk shared with compiles makes every write slow.
 func etcdDataDir(workDir string) (string, error) {
-	if dir, err := os.MkdirTemp("/dev/shm", "isolator-e2e-etcd-"); err == nil {
+	if dir, err := makeTempDir("/dev/shm", "etcd"); err == nil {
 		return dir, nil
 	}
 	dir := filepath.Join(workDir, "etcd")

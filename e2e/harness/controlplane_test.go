@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -88,5 +90,92 @@ func TestCopyDir(t *testing.T) {
 		if got := string(readFile(t, filepath.Join(dest, name))); got != data {
 			t.Errorf("%s = %q, want %q", name, got, data)
 		}
+	}
+}
+
+type recordingLogger struct{ lines []string }
+
+func (r *recordingLogger) Logf(format string, args ...any) {
+	r.lines = append(r.lines, fmt.Sprintf(format, args...))
+}
+
+func TestSaveArtifacts(t *testing.T) {
+	artifacts := t.TempDir()
+	t.Setenv("ISOLATOR_E2E_ARTIFACTS", artifacts)
+	cp := &ControlPlane{logDir: t.TempDir()}
+	if err := os.WriteFile(cp.LogPath(APIServer), []byte("apiserver log"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var l recordingLogger
+	saveArtifacts(&l, cp, "TestWebhook/tenant a")
+
+	want := filepath.Join(artifacts, "TestWebhook", "tenant_a")
+	if got := string(readFile(t, filepath.Join(want, "kube-apiserver.log"))); got != "apiserver log" {
+		t.Errorf("saved log = %q", got)
+	}
+	if len(l.lines) != 1 || l.lines[0] != "control plane logs saved in "+want {
+		t.Errorf("messages = %q, want one saying where the logs are", l.lines)
+	}
+}
+
+func TestArtifactsDirIsInTheSourceTree(t *testing.T) {
+	t.Setenv("ISOLATOR_E2E_ARTIFACTS", "")
+	dir := ArtifactsDir()
+	if !strings.HasSuffix(dir, filepath.Join("e2e", "_artifacts")) {
+		t.Fatalf("ArtifactsDir = %s, want <module root>/e2e/_artifacts", dir)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(filepath.Dir(dir)), "go.mod")); err != nil {
+		t.Errorf("%s is not under the module root: %v", dir, err)
+	}
+}
+
+func TestSweepStaleTempDirs(t *testing.T) {
+	parent := t.TempDir()
+	// A pid above the kernel's maximum (4194304) never belongs to a live process.
+	dead := filepath.Join(parent, tempPrefix+"99999999-etcd-123")
+	alive := filepath.Join(parent, fmt.Sprintf("%s%d-work-456", tempPrefix, os.Getpid()))
+	foreign := filepath.Join(parent, "isolator-e2e-99999999")
+	for _, dir := range []string{dead, alive, foreign} {
+		if err := os.MkdirAll(filepath.Join(dir, "member"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh, err := makeTempDir(parent, "etcd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{dead: false, alive: true, foreign: true, fresh: true}
+	for dir, exists := range want {
+		_, err := os.Stat(dir)
+		if got := err == nil; got != exists {
+			t.Errorf("%s exists = %v, want %v", filepath.Base(dir), got, exists)
+		}
+	}
+	if !strings.HasPrefix(filepath.Base(fresh), fmt.Sprintf("%s%d-etcd-", tempPrefix, os.Getpid())) {
+		t.Errorf("new directory %s is not named after this process", fresh)
+	}
+}
+
+func TestFreePorts(t *testing.T) {
+	ports, err := freePorts(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	low, high := portRangeBelowEphemeral()
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if seen[p] {
+			t.Errorf("port %d handed out twice in %v", p, ports)
+		}
+		seen[p] = true
+		if high > low && (p < low || p >= high) {
+			t.Errorf("port %d outside [%d, %d), below the kernel's ephemeral range", p, low, high)
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			t.Errorf("port %d is not free: %v", p, err)
+			continue
+		}
+		_ = l.Close()
 	}
 }

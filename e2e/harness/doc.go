@@ -5,7 +5,8 @@
 // plugins (RuntimeClass among them); the controller-manager runs the workload controllers,
 // so Deployments, ReplicaSets, Jobs and CronJobs really create pods, and new namespaces get
 // their default ServiceAccount. There is no scheduler and no kubelet: pods are admitted and
-// stored, never run.
+// stored, never run. (A CronJob's pods appear at its next scheduled minute, as in a
+// cluster: a test that needs them quickly creates a Job from the CronJob's template.)
 //
 // The core API needs no *testing.T, so a demo program can use it too:
 //

@@ -71,8 +71,13 @@ type IsolatorOptions struct {
 	// CertDir holds tls.crt and tls.key; empty generates a serving certificate for
 	// 127.0.0.1 and localhost in a fresh directory.
 	CertDir string
-	// Args are added to the webhook's flags (e.g. "--cert-mode=self").
+	// Args are added to the webhook's flags (e.g. "--leader-elect=true").
 	Args []string
+	// SelfManagedCerts runs the webhook with --cert-mode=self: it keeps its own CA and
+	// serving certificate (naming 127.0.0.1, where it listens) and injects the caBundle
+	// into the webhook configurations itself, so no key pair is generated here and
+	// Register leaves caBundle empty.
+	SelfManagedCerts bool
 	// NoWait returns as soon as the process started, without waiting for /readyz.
 	NoWait bool
 }
@@ -85,7 +90,7 @@ type Isolator struct {
 	// MetricsURL and HealthURL are the plain-HTTP endpoints.
 	MetricsURL, HealthURL string
 	// CertDir holds the serving key pair; CABundle is the PEM CA that signed it (nil
-	// when CertDir was given).
+	// when CertDir was given, or with SelfManagedCerts).
 	CertDir  string
 	CABundle []byte
 }
@@ -113,7 +118,7 @@ func (cp *ControlPlane) StartIsolator(ctx context.Context, opts IsolatorOptions)
 		HealthURL:  "http://127.0.0.1:" + strconv.Itoa(ports[2]),
 		CertDir:    opts.CertDir,
 	}
-	if iso.CertDir == "" {
+	if iso.CertDir == "" && !opts.SelfManagedCerts {
 		iso.CertDir = filepath.Join(cp.workDir, opts.Name+"-certs")
 		ca, err := WriteServingCerts(iso.CertDir, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
 		if err != nil {
@@ -131,6 +136,9 @@ func (cp *ControlPlane) StartIsolator(ctx context.Context, opts IsolatorOptions)
 		"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(ports[2]),
 		"--leader-elect=false",
 		"--shutdown-delay=500ms",
+	}
+	if opts.SelfManagedCerts {
+		args = append(args, "--cert-mode=self", "--cert-extra-sans=127.0.0.1,localhost")
 	}
 	args = append(args, opts.Args...)
 	p, err := StartProcess(ProcessSpec{Name: opts.Name, Path: bin, Args: args, LogPath: filepath.Join(cp.logDir, opts.Name+".log")})
@@ -228,6 +236,13 @@ func WebhookConfigurations(dir string) ([]*admissionregistrationv1.MutatingWebho
 // this process with a URL clientConfig and its CA bundle instead of the in-cluster
 // Service, and waits until the apiserver calls the mutating webhook.
 func (iso *Isolator) Register(ctx context.Context, client kubernetes.Interface, manifestsDir string) error {
+	return RegisterWebhooks(ctx, client, manifestsDir, iso.URL, iso.CABundle)
+}
+
+// RegisterWebhooks installs the webhook configurations from manifestsDir with a URL
+// clientConfig at baseURL (e.g. a Balancer in front of several replicas) trusting
+// caBundle.
+func RegisterWebhooks(ctx context.Context, client kubernetes.Interface, manifestsDir, baseURL string, caBundle []byte) error {
 	muts, vals, err := WebhookConfigurations(manifestsDir)
 	if err != nil {
 		return err
@@ -237,8 +252,8 @@ func (iso *Isolator) Register(ctx context.Context, client kubernetes.Interface, 
 		if cc.Service != nil && cc.Service.Path != nil {
 			path = *cc.Service.Path
 		}
-		url := iso.URL + path
-		cc.URL, cc.Service, cc.CABundle = &url, nil, iso.CABundle
+		url := baseURL + path
+		cc.URL, cc.Service, cc.CABundle = &url, nil, caBundle
 	}
 	for _, m := range muts {
 		for i := range m.Webhooks {
@@ -343,4 +358,27 @@ func (cp *ControlPlane) Kubectl(ctx context.Context, stdin io.Reader, args ...st
 		return string(out), fmt.Errorf("kubectl %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
+}
+
+// Apply applies manifests with `kubectl apply --server-side`, as users install them: a
+// directory as a kustomization (-k), a file as it is (-f). A relative path is taken under
+// the repository's manifests/ directory.
+func (cp *ControlPlane) Apply(ctx context.Context, paths ...string) error {
+	dir, err := ManifestsDir()
+	if err != nil {
+		return err
+	}
+	for _, p := range paths {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		flag := "-f"
+		if info, err := os.Stat(p); err == nil && info.IsDir() {
+			flag = "-k"
+		}
+		if _, err := cp.Kubectl(ctx, nil, "apply", "--server-side", flag, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }

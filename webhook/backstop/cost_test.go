@@ -78,6 +78,9 @@ func TestCostOfLargePolicies(t *testing.T) {
 		{"1000 image rules, 3 images", 1000, 4, 3, 0.5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if raceEnabled && tc.images > 3 {
+				t.Skip("slow under the race detector; measured without it")
+			}
 			snap := largePolicy(t, tc.rules, tc.imageRule)
 			vaps, _, err := Generate(snap, Options{})
 			if err != nil {

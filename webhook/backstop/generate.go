@@ -170,6 +170,16 @@ func Generate(snap *policy.Snapshot, opts Options) ([]*admissionregistrationv1.V
 							APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"},
 						},
 					},
+				}, {
+					// kubectl debug adds an ephemeral container to a running pod with an
+					// UPDATE of this subresource, which the mutating webhook never sees:
+					// its image must not need a sandbox the pod lacks.
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
+						Rule: admissionregistrationv1.Rule{
+							APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods/ephemeralcontainers"},
+						},
+					},
 				}},
 			},
 			MatchConditions: []admissionregistrationv1.MatchCondition{{

@@ -144,8 +144,9 @@ func TestGenerateObjectShape(t *testing.T) {
 		t.Errorf("binding namespaceSelector = %+v, want kubernetes.io/metadata.name NotIn [isolator kube-system]", sel)
 	}
 	rr := v.Spec.MatchConstraints.ResourceRules
-	if len(rr) != 1 || !slices.Equal(rr[0].Resources, []string{"pods"}) || len(rr[0].Operations) != 1 || rr[0].Operations[0] != "CREATE" {
-		t.Errorf("matchConstraints = %+v, want pods CREATE", rr)
+	if len(rr) != 2 || !slices.Equal(rr[0].Resources, []string{"pods"}) || len(rr[0].Operations) != 1 || rr[0].Operations[0] != "CREATE" ||
+		!slices.Equal(rr[1].Resources, []string{"pods/ephemeralcontainers"}) || len(rr[1].Operations) != 1 || rr[1].Operations[0] != "UPDATE" {
+		t.Errorf("matchConstraints = %+v, want pods CREATE and pods/ephemeralcontainers UPDATE", rr)
 	}
 }
 

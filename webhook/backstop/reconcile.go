@@ -9,11 +9,13 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/isolator-dev/isolator/policy"
 )
@@ -26,6 +28,24 @@ const (
 	minRetry = time.Second
 	maxRetry = time.Minute
 )
+
+// Metrics of the reconciler, served with the webhook's (controller-runtime's registry).
+var (
+	applies = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "isolator_backstop_applies_total",
+		Help: "Backstop reconciliations after a policy change, by result (success or error). After an error the previous backstop stays in force.",
+	}, []string{"result"})
+	lastApply = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "isolator_backstop_last_apply_success_timestamp_seconds",
+		Help: "Unix time of the last successful backstop reconciliation.",
+	})
+)
+
+func init() {
+	crmetrics.Registry.MustRegister(applies, lastApply)
+	applies.WithLabelValues("success")
+	applies.WithLabelValues("error")
+}
 
 // Reconciler keeps the backstop objects in the cluster equal to the backstop of the
 // latest policy snapshot. It runs in the webhook process, on the leader only.
@@ -89,6 +109,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			applies.WithLabelValues("error").Inc()
 			r.log.Error(err, "applying the backstop failed; the previous one stays in force", "retryIn", retry)
 			r.mu.Lock()
 			if !r.pending { // nothing newer: try this one again
@@ -99,6 +120,8 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			retry = min(2*retry, maxRetry)
 			continue
 		}
+		applies.WithLabelValues("success").Inc()
+		lastApply.SetToCurrentTime()
 		retry, timer = minRetry, nil
 	}
 }

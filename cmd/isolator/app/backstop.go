@@ -5,7 +5,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/isolator-dev/isolator/policy"
 	"github.com/isolator-dev/isolator/webhook/backstop"
 )
 
@@ -40,25 +39,12 @@ kube-node-lease and isolator's own) are excluded, as in the webhook.`,
   isolator policy backstop --policy policy.yaml -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(policyFiles) == 0 {
-				return usageError("--policy is required: name at least one policy file")
-			}
 			if output != "yaml" && output != "json" {
 				return usageError("-o must be yaml or json, not %q", output)
 			}
-			sources, ok, err := loadPolicies(s, policyFiles, s.err)
+			snap, err := compilePolicies(s, policyFiles)
 			if err != nil {
 				return err
-			}
-			if !ok {
-				return failure(fmt.Errorf("the policies above are invalid; fix them first (isolator policy validate)"))
-			}
-			snap, err := policy.Compile(sources...)
-			if err != nil {
-				return failure(err)
-			}
-			for _, w := range snap.Warnings() {
-				fmt.Fprintf(s.err, "warning: %s\n", w)
 			}
 			opts := backstop.Options{Namespace: namespace}
 			if cmd.Flags().Changed("exclude-namespace") {

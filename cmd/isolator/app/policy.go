@@ -21,8 +21,8 @@ func newPolicyCommand(s streams) *cobra.Command {
 		Long: `Work with RuntimePolicy documents without a cluster.
 
 A policy file may hold bare RuntimePolicy documents or policy ConfigMaps (the
-RuntimePolicy under data key policy.yaml), several per file separated by ---.
-Use - to read standard input.`,
+RuntimePolicy under data key policy.yaml), several per file separated by ---,
+or a List of them as kubectl get -o yaml prints it. Use - to read standard input.`,
 	}
 	cmd.AddCommand(newPolicyValidateCommand(s), newPolicyExplainCommand(s), newPolicyAuditCommand(s), newPolicyBackstopCommand(s))
 	return cmd
@@ -47,6 +47,9 @@ error such as a missing file.`,
   # Validate every team's ConfigMap together, as the webhook would merge them
   isolator policy validate manifests/examples/*.yaml
 
+  # Validate the policies a cluster holds, as one List
+  kubectl get configmaps -n isolator-system -l isolator.dev/policy=true -o yaml | isolator policy validate -
+
   # Validate what a generator prints
   render-policies | isolator policy validate -`,
 		Args: cobra.MinimumNArgs(1),
@@ -67,18 +70,40 @@ error such as a missing file.`,
 				fmt.Fprintf(s.out, "warning: %s\n", w)
 			}
 			for _, src := range sources {
-				fmt.Fprintf(s.out, "%s: valid (%d rules)\n", src.Origin, len(src.Policy.Spec.Rules))
+				fmt.Fprintf(s.out, "%s: valid (%s)\n", src.Origin, plural(len(src.Policy.Spec.Rules), "rule"))
 			}
 			return nil
 		},
 	}
 }
 
+// compilePolicies reads, validates and merges policy files for the commands that
+// evaluate them, printing merge warnings to the error stream.
+func compilePolicies(s streams, files []string) (*policy.Snapshot, error) {
+	if len(files) == 0 {
+		return nil, usageError("--policy is required: name at least one policy file")
+	}
+	sources, ok, err := loadPolicies(s, files, s.err)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, failure(fmt.Errorf("the policies above are invalid; fix them first (isolator policy validate)"))
+	}
+	snap, err := policy.Compile(sources...)
+	if err != nil {
+		return nil, failure(err)
+	}
+	for _, w := range snap.Warnings() {
+		fmt.Fprintf(s.err, "warning: %s\n", w)
+	}
+	return snap, nil
+}
+
 // loadPolicies reads and validates every policy in files, printing each problem to w.
 // ok is false when any document was invalid; err is a usage error (unreadable file).
 func loadPolicies(s streams, files []string, w io.Writer) (sources []policy.Source, ok bool, err error) {
 	ok = true
-	names := map[string]int{}
 	for _, file := range files {
 		data, name, err := readInput(s, file)
 		if err != nil {
@@ -89,17 +114,19 @@ func loadPolicies(s streams, files []string, w io.Writer) (sources []policy.Sour
 			fmt.Fprintln(w, de.Error())
 			ok = false
 		}
+		if len(srcs) == 0 && len(docErrs) == 0 {
+			// An empty file is more likely a wrong path or a failed generator than an
+			// intentionally empty policy.
+			fmt.Fprintf(w, "%s: no RuntimePolicy or policy ConfigMap found\n", name)
+			ok = false
+		}
 		for _, src := range srcs {
 			if errs := policy.Validate(src.Policy, src.Root); len(errs) > 0 {
 				fmt.Fprintln(w, (&policy.DocumentError{Origin: src.Origin, Errs: errs}).Error())
 				ok = false
 				continue
 			}
-			// Two files may hold policies of the same name; keep both, distinctly named.
-			names[src.Name]++
-			if n := names[src.Name]; n > 1 {
-				src.Name = fmt.Sprintf("%s-%d", src.Name, n)
-			}
+			// Two policies of the same name are refused by Compile, with both origins.
 			sources = append(sources, src)
 		}
 	}
@@ -109,7 +136,9 @@ func loadPolicies(s streams, files []string, w io.Writer) (sources []policy.Sour
 // readInput reads a file, or standard input for "-".
 func readInput(s streams, file string) ([]byte, string, error) {
 	if file == "-" {
-		data, err := io.ReadAll(io.LimitReader(s.in, 64*policy.MaxDocumentBytes))
+		// Read one byte past the limit so that an over-long stream is refused (by
+		// SplitDocuments) rather than cut short.
+		data, err := io.ReadAll(io.LimitReader(s.in, 64*policy.MaxDocumentBytes+1))
 		return data, "stdin", err
 	}
 	data, err := os.ReadFile(file)
@@ -156,19 +185,9 @@ or the policy file's name without extension.`,
 			if output != "text" && output != "json" {
 				return usageError("-o must be text or json, not %q", output)
 			}
-			sources, ok, err := loadPolicies(s, policyFiles, s.err)
+			snap, err := compilePolicies(s, policyFiles)
 			if err != nil {
 				return err
-			}
-			if !ok {
-				return failure(fmt.Errorf("the policies above are invalid; fix them first (isolator policy validate)"))
-			}
-			snap, err := policy.Compile(sources...)
-			if err != nil {
-				return failure(err)
-			}
-			for _, w := range snap.Warnings() {
-				fmt.Fprintf(s.err, "warning: %s\n", w)
 			}
 			data, name, err := readInput(s, podFile)
 			if err != nil {
@@ -336,4 +355,12 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// plural renders a count of things: "1 rule", "2 rules".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -77,6 +77,8 @@ It is one binary with several roles:
 		newVersionCommand(s),
 		newPolicyCommand(s),
 		newWebhookCommand(s),
+		newNodeCommand(s),
+		newCertsCommand(s),
 	)
 	return root
 }

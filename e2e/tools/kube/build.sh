@@ -11,7 +11,8 @@ name=$(basename "$out")
 cd "$(dirname "$0")"
 
 echo "tools: building $name $version from k8s.io/kubernetes into $(dirname "$out");" \
-  "the first build takes about 6 minutes on 2 cores, later builds come from the cache"
+  "the first build takes about 6 minutes on 2 cores (8 for all three tools)," \
+  "later builds come from the cache"
 start=$SECONDS
 # A heartbeat, so that a quiet compile does not look like a hang.
 ( while sleep 30; do echo "tools:   ... still building $name ($((SECONDS - start))s)"; done ) &

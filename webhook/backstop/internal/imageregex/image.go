@@ -72,7 +72,8 @@ func MatchesEveryName(q []string) bool {
 	return len(q) > 0
 }
 
-const aliasHosts = `(?i:docker\.io|index\.docker\.io|registry-1\.docker\.io)`
+// aliasHosts are the Docker Hub hosts, with or without the HTTPS port.
+const aliasHosts = `(?i:docker\.io|index\.docker\.io|registry-1\.docker\.io)(?::443)?`
 
 func (r *imageRenderer) glob(g string, alpha charset) (string, bool) {
 	s, ok, err := globRegex(g, alpha)
@@ -286,8 +287,10 @@ func (r *imageRenderer) registry(g string) (string, bool) {
 	// With '.' or ':': any case, but not a Docker Hub alias.
 	var words []string
 	for _, h := range dockerHubAliases {
-		if globMatch(g, h) {
-			words = append(words, h)
+		for _, w := range []string{h, h + policy.HTTPSPort} {
+			if globMatch(g, w) {
+				words = append(words, w)
+			}
 		}
 	}
 	a := &nfa{ts: ts, alpha: hostAlphabet, need: dotOrColon}
@@ -307,7 +310,12 @@ func (r *imageRenderer) registry(g string) (string, bool) {
 	if s, ok := renderContaining(plain, upperSet); ok {
 		alts = append(alts, s)
 	}
-	return alternation(alts)
+	// A host that matches is the same registry spelled with the HTTPS port.
+	s, ok := alternation(alts)
+	if !ok {
+		return "", false
+	}
+	return "(?:" + s + ")(?::443)?", true
 }
 
 // suffix renders the tag and digest part.

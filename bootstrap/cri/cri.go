@@ -1,0 +1,137 @@
+// Package cri asks containerd, over the CRI API the kubelet uses, whether it is ready
+// and which runtime handlers it serves. isolator labels a node ready for kata-rc only
+// after containerd says it serves the kata handler.
+package cri
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	remote "k8s.io/cri-client/pkg"
+	"k8s.io/klog/v2"
+)
+
+// Status is what containerd reports about itself.
+type Status struct {
+	RuntimeReady bool
+	// Handlers are the runtime handlers containerd serves: from runtimeHandlers
+	// (containerd 2.x) and from the effective config.containerd.runtimes of the verbose
+	// info (containerd 1.6 and later).
+	Handlers map[string]bool
+	// Config is the verbose info's effective CRI config, as JSON.
+	Config string `json:"-"`
+}
+
+// callTimeout bounds one connection attempt and one Status call.
+const callTimeout = 5 * time.Second
+
+// pollInterval is how often WaitFor asks; it is also the resolution of the measured
+// restart downtime.
+const pollInterval = 25 * time.Millisecond
+
+// Query asks the CRI endpoint (unix:///run/containerd/containerd.sock) for its status.
+func Query(ctx context.Context, endpoint string) (*Status, error) {
+	// cri-client logs through klog; keep its connection retries out of isolator's log.
+	ctx = klog.NewContext(ctx, logr.Discard())
+	svc, err := remote.NewRemoteRuntimeServiceBuilder().
+		WithEndpoint(endpoint).
+		WithConnectionTimeout(callTimeout).
+		Build(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect to CRI at %s: %w", endpoint, err)
+	}
+	defer func() { _ = svc.Close(ctx) }()
+	resp, err := svc.Status(ctx, true)
+	if err != nil {
+		return nil, fmt.Errorf("CRI status at %s: %w", endpoint, err)
+	}
+	return parseStatus(resp)
+}
+
+// parseStatus reads readiness and handlers out of a verbose StatusResponse.
+func parseStatus(resp *runtimeapi.StatusResponse) (*Status, error) {
+	s := &Status{Handlers: map[string]bool{}}
+	for _, c := range resp.GetStatus().GetConditions() {
+		if c.GetType() == runtimeapi.RuntimeReady {
+			s.RuntimeReady = c.GetStatus()
+		}
+	}
+	for _, h := range resp.GetRuntimeHandlers() {
+		s.Handlers[h.GetName()] = true
+	}
+	if raw, ok := resp.GetInfo()["config"]; ok {
+		s.Config = raw
+		var cfg struct {
+			Containerd struct {
+				Runtimes map[string]json.RawMessage `json:"runtimes"`
+			} `json:"containerd"`
+		}
+		if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+			return nil, fmt.Errorf("CRI status: verbose info config is not JSON: %w", err)
+		}
+		for name := range cfg.Containerd.Runtimes {
+			s.Handlers[name] = true
+		}
+	}
+	return s, nil
+}
+
+// ErrTimeout is returned when containerd did not reach the wanted state in time.
+var ErrTimeout = errors.New("timed out")
+
+// WaitFor polls endpoint until containerd is ready and serves handler (served true) or
+// no longer serves it (served false), or until timeout. The last status or error is
+// returned with ErrTimeout.
+func WaitFor(ctx context.Context, endpoint, handler string, served bool, timeout time.Duration) (*Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	var last error
+	for {
+		st, err := Query(ctx, endpoint)
+		if err == nil && st.RuntimeReady && st.Handlers[handler] == served {
+			return st, nil
+		}
+		if err == nil {
+			last = fmt.Errorf("runtime ready %v, handler %q served %v", st.RuntimeReady, handler, st.Handlers[handler])
+		} else {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for containerd at %s to serve handler %q=%v: %w (last: %w)", endpoint, handler, served, ErrTimeout, last)
+		case <-tick.C:
+		}
+	}
+}
+
+// WaitReady polls endpoint until containerd's runtime is ready, or until timeout.
+func WaitReady(ctx context.Context, endpoint string, timeout time.Duration) (*Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	var last error
+	for {
+		st, err := Query(ctx, endpoint)
+		if err == nil && st.RuntimeReady {
+			return st, nil
+		}
+		if err != nil {
+			last = err
+		} else {
+			last = errors.New("runtime not ready")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for containerd at %s to be ready: %w (last: %w)", endpoint, ErrTimeout, last)
+		case <-tick.C:
+		}
+	}
+}

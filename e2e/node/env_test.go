@@ -1,0 +1,383 @@
+//go:build e2e
+
+// Package node_test runs the real isolator binary's node bootstrapper against real
+// containerd processes: Debian's containerd 1.6 and containerd 2.4 built from the
+// github.com/containerd/containerd/v2 module (make tools).
+//
+// Each test builds a small "host": temporary directories that every process of the test
+// sees at /etc/containerd and /opt, through bind mounts in a private mount namespace
+// (unshare), exactly as a node's containerd and the DaemonSet's isolator see the node.
+// The real /etc/containerd and /opt are never touched. containerd runs as root with a
+// temporary --root, --state and --address. Kata itself cannot run here (no KVM), so the
+// artifacts are a fake kata-static release (internal/fakekata) and --kvm-device points
+// at a file the test creates.
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/isolator-dev/isolator/bootstrap/cri"
+	"github.com/isolator-dev/isolator/internal/fakekata"
+)
+
+var (
+	isolatorBin string
+	toolsBin    string
+)
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("e2e/node: skipped: needs root (mount namespaces, containerd)")
+		os.Exit(0)
+	}
+	toolsBin = os.Getenv("ISOLATOR_TOOLS_BIN")
+	if toolsBin == "" {
+		home, _ := os.UserHomeDir()
+		toolsBin = filepath.Join(home, ".cache", "isolator", "bin")
+	}
+	isolatorBin = os.Getenv("ISOLATOR_BIN")
+	cleanup := func() {}
+	if _, err := os.Stat(isolatorBin); isolatorBin == "" || err != nil {
+		dir, err := os.MkdirTemp("", "isolator-bin-")
+		if err != nil {
+			panic(err)
+		}
+		isolatorBin = filepath.Join(dir, "isolator")
+		out, err := exec.Command("go", "build", "-o", isolatorBin, "github.com/isolator-dev/isolator/cmd/isolator").CombinedOutput()
+		if err != nil {
+			fmt.Printf("build isolator: %v\n%s", err, out)
+			os.Exit(1)
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+// runtimeSpec is one containerd under test.
+type runtimeSpec struct {
+	name   string
+	binary string
+}
+
+func runtimes(t *testing.T) []runtimeSpec {
+	t.Helper()
+	c2 := filepath.Join(toolsBin, "containerd2")
+	if _, err := os.Stat(c2); err != nil {
+		t.Fatalf("containerd 2.x not built (%v): run make tools", err)
+	}
+	return []runtimeSpec{
+		{name: "containerd-1.6", binary: "/usr/bin/containerd"},
+		{name: "containerd-2.4", binary: c2},
+	}
+}
+
+// host is one test node.
+type host struct {
+	t          *testing.T
+	dir        string
+	etc, opt   string // seen as /etc/containerd and /opt
+	sock       string
+	containerd string
+	kvm        string
+	tarball    string
+	sup        *supervisor
+	// runDir, when set, is bound over /run for isolator (not containerd): the systemd
+	// test puts its D-Bus socket there.
+	runDir string
+}
+
+func newHost(t *testing.T, rt runtimeSpec) *host {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "isolator-node-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			if log, err := os.ReadFile(filepath.Join(dir, "containerd.log")); err == nil {
+				t.Logf("containerd log (last 30 lines):\n%s", tail(string(log), 30))
+			}
+		}
+		_ = os.RemoveAll(dir)
+	})
+	h := &host{
+		t: t, dir: dir,
+		etc: filepath.Join(dir, "etc-containerd"), opt: filepath.Join(dir, "opt"),
+		sock: filepath.Join(dir, "containerd.sock"), containerd: rt.binary,
+		kvm: filepath.Join(dir, "kvm"),
+	}
+	for _, d := range []string{h.etc, h.opt, filepath.Join(dir, "root"), filepath.Join(dir, "state")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Stands for /dev/kvm: Kata cannot run here, the fake release's kata-runtime check passes.
+	if err := os.WriteFile(h.kvm, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if h.tarball, err = (fakekata.Release{Version: "3.2.0"}).WriteTarball(dir); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// command runs name with args in the host's mount namespace.
+func (h *host) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return h.commandWithRun(ctx, "", name, args...)
+}
+
+// commandWithRun is command with runDir bound over /run as well, when not empty.
+func (h *host) commandWithRun(ctx context.Context, runDir, name string, args ...string) *exec.Cmd {
+	script := fmt.Sprintf("mount --bind %s /etc/containerd && mount --bind %s /opt && exec \"$@\"", h.etc, h.opt)
+	if runDir != "" {
+		script = fmt.Sprintf("mount --bind %s /run && %s", runDir, script)
+	}
+	full := append([]string{"--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", name}, args...)
+	return exec.CommandContext(ctx, "unshare", full...)
+}
+
+// writeDefaultConfig writes `containerd config default` of the host's containerd.
+func (h *host) writeDefaultConfig() []byte {
+	h.t.Helper()
+	out, err := exec.Command(h.containerd, "config", "default").Output()
+	if err != nil {
+		h.t.Fatalf("containerd config default: %v", err)
+	}
+	h.writeConfig(out)
+	return out
+}
+
+func (h *host) writeConfig(data []byte) {
+	h.t.Helper()
+	if err := os.WriteFile(filepath.Join(h.etc, "config.toml"), data, 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *host) config() []byte {
+	h.t.Helper()
+	data, err := os.ReadFile(filepath.Join(h.etc, "config.toml"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return data
+}
+
+// tree lists every path under dir with its size, for "nothing else changed" checks.
+func tree(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		info, _ := d.Info()
+		out = append(out, fmt.Sprintf("%s %v %d", rel, info.Mode(), info.Size()))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// startContainerd starts the supervisor loop and waits for CRI.
+func (h *host) startContainerd(failWhen func() bool) {
+	h.t.Helper()
+	h.sup = &supervisor{h: h, stop: make(chan struct{}), done: make(chan struct{}), failWhen: failWhen}
+	go h.sup.loop()
+	h.t.Cleanup(h.sup.shutdown)
+	if _, err := cri.WaitFor(context.Background(), h.endpoint(), "kata", false, 30*time.Second); err != nil {
+		h.t.Fatalf("containerd did not serve CRI: %v", err)
+	}
+}
+
+func (h *host) endpoint() string { return "unix://" + h.sock }
+
+// supervisor is the test's stand-in for systemd: it runs containerd and starts it again
+// whenever it exits, as containerd.service's Restart=always does. isolator restarts
+// containerd with --restart=signal, which is what it does under any such supervisor.
+type supervisor struct {
+	h        *host
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once
+	failWhen func() bool // fault injection: containerd fails to start while it returns true
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	starts int
+}
+
+func (s *supervisor) loop() {
+	defer close(s.done)
+	logf, err := os.OpenFile(filepath.Join(s.h.dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return
+	}
+	defer logf.Close()
+	for {
+		args := []string{"--config", "/etc/containerd/config.toml", "--root", filepath.Join(s.h.dir, "root"),
+			"--state", filepath.Join(s.h.dir, "state"), "--address", s.h.sock}
+		if s.failWhen != nil && s.failWhen() {
+			// Stands for a containerd that cannot start with the new config: the
+			// unknown flag makes this very binary exit at once.
+			args = append(args, "--isolator-e2e-fail-to-start")
+		}
+		cmd := s.h.command(context.Background(), s.h.containerd, args...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		s.mu.Lock()
+		select {
+		case <-s.stop:
+			s.mu.Unlock()
+			return
+		default:
+		}
+		if err := cmd.Start(); err != nil {
+			s.mu.Unlock()
+			return
+		}
+		s.cmd = cmd
+		s.starts++
+		s.mu.Unlock()
+		_ = cmd.Wait()
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// restart stops the running containerd; the loop starts it again.
+func (s *supervisor) restart() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	}
+}
+
+// Starts returns how many times containerd was started.
+func (s *supervisor) Starts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.starts
+}
+
+func (s *supervisor) shutdown() {
+	s.once.Do(func() {
+		s.mu.Lock()
+		close(s.stop)
+		if s.cmd != nil && s.cmd.Process != nil {
+			_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.done:
+		case <-time.After(15 * time.Second):
+			s.mu.Lock()
+			if s.cmd != nil && s.cmd.Process != nil {
+				_ = s.cmd.Process.Kill()
+			}
+			s.mu.Unlock()
+			<-s.done
+		}
+	})
+}
+
+// result is one run of the isolator binary.
+type result struct {
+	out, err string
+	exit     int
+	signaled syscall.Signal
+	took     time.Duration
+}
+
+var downtimeRe = regexp.MustCompile(`downtime (\d+)ms`)
+
+// downtime is the containerd downtime isolator reported.
+func (r result) downtime() time.Duration {
+	m := downtimeRe.FindStringSubmatch(r.out)
+	if m == nil {
+		return -1
+	}
+	ms, _ := strconv.Atoi(m[1])
+	return time.Duration(ms) * time.Millisecond
+}
+
+// isolator runs `isolator node <args>` in the host's namespace with signal restarts.
+func (h *host) isolator(env []string, args ...string) result {
+	h.t.Helper()
+	// The test's own flags come after these defaults, so a test can override them.
+	full := []string{"node", args[0], "--restart", "signal", "--cri-endpoint", h.endpoint(), "--state-dir", "/opt/isolator-state",
+		"--kvm-device", h.kvm, "--containerd-binary", h.containerd, "--verify-timeout", "20s"}
+	full = append(full, args[1:]...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := h.commandWithRun(ctx, h.runDir, isolatorBin, full...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	r := result{out: stdout.String(), err: stderr.String(), took: time.Since(start)}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.exit = ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			r.signaled = ws.Signal()
+		}
+	case err != nil:
+		h.t.Fatalf("run isolator: %v", err)
+	}
+	return r
+}
+
+// mustIsolator runs isolator and fails the test unless it exits 0.
+func (h *host) mustIsolator(args ...string) result {
+	h.t.Helper()
+	r := h.isolator(nil, args...)
+	if r.exit != 0 {
+		h.t.Fatalf("isolator %v: exit %d\nstdout: %s\nstderr: %s", args, r.exit, r.out, tail(r.err, 20))
+	}
+	return r
+}
+
+// served asks containerd over CRI whether it serves the kata handler.
+func (h *host) served() (bool, *cri.Status) {
+	h.t.Helper()
+	st, err := cri.Query(context.Background(), h.endpoint())
+	if err != nil {
+		h.t.Fatalf("CRI status: %v", err)
+	}
+	return st.RuntimeReady && st.Handlers["kata"], st
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

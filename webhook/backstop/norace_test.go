@@ -1,0 +1,5 @@
+//go:build !race
+
+package backstop
+
+const raceEnabled = false
