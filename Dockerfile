@@ -25,11 +25,14 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
+# Two builds of the one binary: the full one for the node image, and one without the
+# node bootstrapper (-tags webhookonly) for the webhook image, which is 35 MB instead of
+# 58 MB and about 12 MiB smaller in memory (docs/performance.md).
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
-    go build -trimpath \
-      -ldflags "-s -w -X github.com/isolator-dev/isolator/internal/version.Version=${VERSION} -X github.com/isolator-dev/isolator/internal/version.Commit=${COMMIT}" \
-      -o /out/isolator ./cmd/isolator
+    set -eu; \
+    ldflags="-s -w -X github.com/isolator-dev/isolator/internal/version.Version=${VERSION} -X github.com/isolator-dev/isolator/internal/version.Commit=${COMMIT}"; \
+    CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -ldflags "$ldflags" -o /out/isolator ./cmd/isolator; \
+    CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -tags webhookonly -ldflags "$ldflags" -o /out/isolator-webhook ./cmd/isolator
 
 # The Kata static release for the target architecture, checked before it is unpacked.
 # It keeps the release's layout, ./opt/kata/{bin,libexec,share}, which is what
@@ -65,7 +68,7 @@ CMD ["node", "run", "--host-root=/host", "--artifacts=/opt/isolator/kata"]
 # The webhook: no shell, no package manager, uid 65532. Last, so that a plain
 # `docker build .` builds it without needing the Kata release.
 FROM gcr.io/distroless/static-debian12:nonroot AS webhook
-COPY --from=build /out/isolator /isolator
+COPY --from=build /out/isolator-webhook /isolator
 USER 65532:65532
 ENTRYPOINT ["/isolator"]
 CMD ["webhook"]

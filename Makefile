@@ -22,6 +22,7 @@ BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
 export PATH := $(TOOLS_BIN):$(PATH)
 export ISOLATOR_TOOLS_BIN := $(TOOLS_BIN)
 export ISOLATOR_BIN := $(BIN)/isolator
+export ISOLATOR_WEBHOOK_BIN := $(BIN)/isolator-webhook
 
 .PHONY: all build test unit e2e bench perf lint fuzz tools demo etcd-install image clean help
 
@@ -30,8 +31,9 @@ all: build
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-build: ## Build bin/isolator
+build: ## Build bin/isolator, and bin/isolator-webhook as the webhook image ships it
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/isolator ./cmd/isolator
+	$(GO) build -trimpath -tags webhookonly -ldflags '$(LDFLAGS)' -o $(BIN)/isolator-webhook ./cmd/isolator
 
 test: unit e2e ## Run every test: unit, integration and e2e against real servers
 

@@ -3,7 +3,6 @@ package webhook
 import (
 	"context"
 	"fmt"
-	"maps"
 	"sync"
 	"sync/atomic"
 
@@ -80,7 +79,7 @@ func (ix *MetaIndex) Labels(ctx context.Context, name string) (labels map[string
 		}
 		return nil, false, fmt.Errorf("reading %s %q from the apiserver: %w", ix.gvk.Kind, name, err)
 	}
-	l := maps.Clone(obj.GetLabels())
+	l := obj.GetLabels()
 	ix.Set(name, l)
 	return l, true, nil
 }
@@ -94,9 +93,11 @@ func (ix *MetaIndex) Len() int {
 
 // handler keeps the index in step with an informer.
 func (ix *MetaIndex) handler() toolscache.ResourceEventHandlerFuncs {
+	// The informer's objects are never modified (the cache hands out copies to
+	// readers), so the index shares their label maps rather than copying each one.
 	store := func(obj any) {
 		if m, ok := obj.(metav1.Object); ok {
-			ix.Set(m.GetName(), maps.Clone(m.GetLabels()))
+			ix.Set(m.GetName(), m.GetLabels())
 		}
 	}
 	return toolscache.ResourceEventHandlerFuncs{

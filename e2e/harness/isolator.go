@@ -97,10 +97,18 @@ type Isolator struct {
 
 // StartIsolator runs the real isolator webhook binary against the control plane, on
 // free loopback ports, and waits until /readyz answers 200.
+//
+// It runs $ISOLATOR_WEBHOOK_BIN when set (make sets it to bin/isolator-webhook, the
+// build the webhook image ships), else the full binary.
 func (cp *ControlPlane) StartIsolator(ctx context.Context, opts IsolatorOptions) (*Isolator, error) {
 	bin, err := IsolatorBinary()
 	if err != nil {
 		return nil, err
+	}
+	if p := os.Getenv("ISOLATOR_WEBHOOK_BIN"); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			bin = p
+		}
 	}
 	if opts.Name == "" {
 		opts.Name = "isolator"
