@@ -14,6 +14,9 @@ BIN      := $(CURDIR)/bin
 TOOLS_BIN ?= $(HOME)/.cache/isolator/bin
 GOLANGCI_LINT_VERSION := v2.15.0
 FUZZTIME ?= 60s
+# Each minimisation (of a new input or a crasher) is bounded too: minimising a large new
+# input (a whole containerd config) could otherwise take up the whole FUZZTIME.
+FUZZMINIMIZETIME ?= 5s
 BENCH ?= .
 BENCHCOUNT ?= 6
 BENCHPKGS ?= ./...
@@ -80,7 +83,7 @@ fuzz: ## Run every fuzz target in the module for FUZZTIME (default 60s) each
 	  grep -lqs '^func Fuzz' "$$dir"/*_test.go && echo "$$pkg"; done); \
 	for pkg in $$pkgs; do \
 	  for t in $$($(GO) test -list '^Fuzz' "$$pkg" | grep '^Fuzz'); do \
-	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) "$$pkg" || exit 1; \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) "$$pkg" || exit 1; \
 	  done; \
 	done
 
