@@ -168,6 +168,13 @@ func (d *reviewDecoder) request(p **podRequest) error {
 }
 
 func (d *reviewDecoder) gvr(g *metav1.GroupVersionResource) error {
+	return d.stringObject(gvrKeys, true, &g.Group, &g.Version, &g.Resource)
+}
+
+// stringObject reads an object whose wanted fields are all strings: the value of
+// keys[i] goes to *dst[i]; every other key is skipped. intern says whether the values
+// are common enough to look up in internedValues.
+func (d *reviewDecoder) stringObject(keys []string, intern bool, dst ...*string) error {
 	if null, err := d.objectStart(); err != nil || null {
 		return err
 	}
@@ -177,21 +184,17 @@ func (d *reviewDecoder) gvr(g *metav1.GroupVersionResource) error {
 		if err != nil || !more {
 			return err
 		}
-		switch string(key) {
-		case "group":
-			if err = d.once(&seen, 0); err == nil {
-				err = d.str(&g.Group, true)
+		i := -1
+		for j, k := range keys {
+			if string(key) == k {
+				i = j
+				break
 			}
-		case "version":
-			if err = d.once(&seen, 1); err == nil {
-				err = d.str(&g.Version, true)
-			}
-		case "resource":
-			if err = d.once(&seen, 2); err == nil {
-				err = d.str(&g.Resource, true)
-			}
-		default:
-			err = d.skipUnknown(key, gvrKeys)
+		}
+		if i < 0 {
+			err = d.skipUnknown(key, keys)
+		} else if err = d.once(&seen, uint(i)); err == nil {
+			err = d.str(dst[i], intern)
 		}
 		if err != nil {
 			return err
@@ -366,31 +369,7 @@ func (d *reviewDecoder) containers(out *[]policy.Container) error {
 }
 
 func (d *reviewDecoder) container(c *policy.Container) error {
-	if null, err := d.objectStart(); err != nil || null {
-		return err
-	}
-	var seen uint64
-	for first := true; ; first = false {
-		key, more, err := d.member(first)
-		if err != nil || !more {
-			return err
-		}
-		switch string(key) {
-		case "name":
-			if err = d.once(&seen, 0); err == nil {
-				err = d.str(&c.Name, false)
-			}
-		case "image":
-			if err = d.once(&seen, 1); err == nil {
-				err = d.str(&c.Image, false)
-			}
-		default:
-			err = d.skipUnknown(key, containerKey)
-		}
-		if err != nil {
-			return err
-		}
-	}
+	return d.stringObject(containerKey, false, &c.Name, &c.Image)
 }
 
 // stringMap decodes labels or annotations: null is a nil map, and a null value is "".
