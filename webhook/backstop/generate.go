@@ -343,38 +343,41 @@ func matchExpr(r policy.RuleInfo) (string, error) {
 	if m.PodSelector != nil {
 		conds = append(conds, selectorExpr("variables.podLabels", m.PodSelector)...)
 	}
-	if len(m.AnyImage) > 0 {
-		re, ok, err := imagesRegex(m.AnyImage)
+	for _, images := range []struct {
+		patterns []string
+		all      bool
+	}{{m.AnyImage, false}, {m.AllImages, true}} {
+		if len(images.patterns) == 0 {
+			continue
+		}
+		c, err := imagesMatchExpr(images.patterns, images.all)
 		if err != nil {
 			return "", err
 		}
-		switch {
-		case !ok:
-			conds = append(conds, "false")
-		case re == "":
-			conds = append(conds, "size(variables.images) > 0")
-		default:
-			conds = append(conds, "variables.images.exists(i, i.matches("+celRegex(re)+"))")
-		}
-	}
-	if len(m.AllImages) > 0 {
-		re, ok, err := imagesRegex(m.AllImages)
-		if err != nil {
-			return "", err
-		}
-		switch {
-		case !ok:
-			conds = append(conds, "false")
-		case re == "":
-			conds = append(conds, "size(variables.images) > 0")
-		default:
-			conds = append(conds, "size(variables.images) > 0 && variables.images.all(i, i.matches("+celRegex(re)+"))")
-		}
+		conds = append(conds, c)
 	}
 	if len(conds) == 0 {
 		return "true", nil
 	}
 	return strings.Join(conds, " && "), nil
+}
+
+// imagesMatchExpr renders anyImage (all false) or allImages (all true) as CEL over the
+// pod's image names. allImages needs at least one image, as in the policy engine.
+func imagesMatchExpr(patterns []string, all bool) (string, error) {
+	re, ok, err := imagesRegex(patterns)
+	switch {
+	case err != nil:
+		return "", err
+	case !ok:
+		return "false", nil
+	case re == "":
+		return "size(variables.images) > 0", nil
+	case all:
+		return "size(variables.images) > 0 && variables.images.all(i, i.matches(" + celRegex(re) + "))", nil
+	default:
+		return "variables.images.exists(i, i.matches(" + celRegex(re) + "))", nil
+	}
 }
 
 // imagesRegex joins the patterns' regexes into one. re is "" when some pattern matches
