@@ -39,7 +39,7 @@ func decodeEdgeCases(t testing.TB) map[string][]byte {
 		"escaped unknown key":            sub(`"dryRun":`, `"dry\u0052un":`),
 		"duplicate request":              append(valid[:len(valid)-1:len(valid)-1], []byte(`,"request":{"uid":"other"}}`)...),
 		"duplicate label":                sub(`"tier":"web"`, `"tier":"web","tier":"db"`),
-		"duplicate containers":           sub(`"serviceAccountName":`, `"containers":[{"name":"x"}],"serviceAccountName":`),
+		"duplicate containers":           sub(`"volumes":`, `"containers":[{"name":"x"}],"volumes":`),
 		"duplicate image":                sub(`"image":"registry.example.com/shop/service-0:1.0.0"`, `"image":"a","image":"b"`),
 		"escaped image":                  sub(`"image":"registry.example.com/shop/service-0:1.0.0"`, `"image":"registry.example.com\/shop\/a\u0041:1"`),
 		"surrogate pair in label":        sub(`"tier":"web"`, `"tier":"\ud83d\ude00"`),

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/isolator-dev/isolator/e2e/harness"
+	"github.com/isolator-dev/isolator/internal/samplepod"
 	"github.com/isolator-dev/isolator/webhook"
 )
 
@@ -111,7 +112,7 @@ func (e *env) startComparisonWebhook(ctx context.Context, name string) (*harness
 }
 
 func runDirect(ctx context.Context, opts DirectOptions, logf func(string, ...any)) (*DirectResult, error) {
-	body, err := reviewBody(opts.Namespace)
+	body, err := samplepod.Review(opts.Namespace)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/isolator-dev/isolator/e2e/harness"
+	"github.com/isolator-dev/isolator/internal/samplepod"
 	"github.com/isolator-dev/isolator/webhook"
 )
 
@@ -72,7 +73,7 @@ func runPropagation(ctx context.Context, e *env, opts PropagationOptions) (*Prop
 		}
 		replicas = append(replicas, iso)
 	}
-	body, err := reviewBody(ns)
+	body, err := samplepod.Review(ns)
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/isolator-dev/isolator/e2e/harness"
+	"github.com/isolator-dev/isolator/internal/samplepod"
 	"github.com/isolator-dev/isolator/policy"
 )
 
@@ -72,71 +73,14 @@ func (e *env) runtimeClasses(ctx context.Context) error {
 	return err
 }
 
-// podJSON is the pod every measurement admits: ten containers with the bulk of a real
-// pod (env, resources, probes, volume mounts), as a Deployment would create it. It is
-// the pod of webhook.BenchmarkHandler.
-func podJSON(namespace string) map[string]any {
-	containers := make([]map[string]any, 10)
-	for i := range containers {
-		containers[i] = map[string]any{
-			"name":  fmt.Sprintf("app-%d", i),
-			"image": fmt.Sprintf("registry.example.com/shop/service-%d:1.%d.0", i, i),
-			"env": []map[string]string{
-				{"name": "LOG_LEVEL", "value": "info"}, {"name": "REGION", "value": "eu-west-1"},
-				{"name": "FEATURE_FLAGS", "value": "a,b,c,d"},
-			},
-			"resources": map[string]any{
-				"requests": map[string]string{"cpu": "100m", "memory": "128Mi"},
-				"limits":   map[string]string{"cpu": "500m", "memory": "512Mi"},
-			},
-			"ports":          []map[string]any{{"containerPort": 8080 + i, "protocol": "TCP"}},
-			"readinessProbe": map[string]any{"httpGet": map[string]any{"path": "/ready", "port": 8080 + i}, "periodSeconds": 5},
-			"volumeMounts":   []map[string]string{{"name": "config", "mountPath": "/etc/app"}},
-		}
-	}
-	return map[string]any{
-		"apiVersion": "v1", "kind": "Pod",
-		"metadata": map[string]any{
-			"generateName": "storefront-7d9f8b6c5-", "namespace": namespace,
-			"labels":      map[string]string{"app": "storefront", "pod-template-hash": "7d9f8b6c5", "tier": "web"},
-			"annotations": map[string]string{"prometheus.io/scrape": "true"},
-		},
-		"spec": map[string]any{
-			"containers": containers,
-			"volumes":    []map[string]any{{"name": "config", "configMap": map[string]string{"name": "storefront"}}},
-		},
-	}
-}
-
-// newPod is podJSON as a typed Pod, for creating through the apiserver.
+// newPod is samplepod.Pod as a typed Pod, for creating through the apiserver.
 func newPod(namespace string) (*corev1.Pod, error) {
-	b, err := json.Marshal(podJSON(namespace))
+	b, err := json.Marshal(samplepod.Pod(namespace))
 	if err != nil {
 		return nil, err
 	}
 	pod := &corev1.Pod{}
 	return pod, json.Unmarshal(b, pod)
-}
-
-// reviewBody is an AdmissionReview of podJSON as the apiserver sends it.
-func reviewBody(namespace string) ([]byte, error) {
-	return json.Marshal(map[string]any{
-		"apiVersion": "admission.k8s.io/v1",
-		"kind":       "AdmissionReview",
-		"request": map[string]any{
-			"uid":             "705ab4f5-6393-11e8-b7cc-42010a800002",
-			"kind":            map[string]string{"group": "", "version": "v1", "kind": "Pod"},
-			"resource":        map[string]string{"group": "", "version": "v1", "resource": "pods"},
-			"requestKind":     map[string]string{"group": "", "version": "v1", "kind": "Pod"},
-			"requestResource": map[string]string{"group": "", "version": "v1", "resource": "pods"},
-			"namespace":       namespace, "operation": "CREATE",
-			"userInfo": map[string]any{"username": "system:serviceaccount:kube-system:replicaset-controller",
-				"uid": "c1a4", "groups": []string{"system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"}},
-			"object":  podJSON(namespace),
-			"dryRun":  false,
-			"options": map[string]string{"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
-		},
-	})
 }
 
 // policyConfigMap wraps a RuntimePolicy in a policy ConfigMap.
