@@ -18,7 +18,7 @@ type logOptions struct {
 
 func (o *logOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.format, "log-format", "text", "log format: text or json")
-	fs.IntVarP(&o.level, "v", "v", 0, "log verbosity: 0 logs decisions that deny or replace and every policy change; higher logs more")
+	fs.IntVarP(&o.level, "v", "v", 0, "log verbosity: 0 logs every change and refusal (webhook: pods denied or replaced, policy changes; node: each install step), 1 and higher add detail")
 }
 
 // setup installs a structured logger for isolator, controller-runtime and client-go.

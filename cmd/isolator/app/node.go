@@ -100,7 +100,7 @@ node itself; the DaemonSet mounts the node at /host and passes --host-root /host
 	pf.StringVar(&f.criEndpoint, "cri-endpoint", "", "CRI endpoint to verify containerd on (default: unix://<host-root><containerd socket>)")
 	pf.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name, for labels, taint and Events (default $NODE_NAME, set from the downward API); empty runs without a cluster")
 	pf.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config)")
-	pf.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "isolator-system"), "namespace of the isolator-node DaemonSet (default $POD_NAMESPACE, else isolator-system)")
+	pf.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "isolator-system"), "namespace of the isolator-node DaemonSet ($POD_NAMESPACE, set from the downward API, overrides the default)")
 	pf.StringVar(&f.daemonSet, "daemonset", "isolator-node", "name of the DaemonSet that runs this bootstrapper, for the rollout-or-removal decision on SIGTERM")
 	pf.StringVar(&f.stateDir, "state-dir", bootstrap.DefaultStateDir, "host path of isolator's state directory")
 	pf.StringVar(&f.kvmDevice, "kvm-device", "/dev/kvm", "KVM device that must exist before Kata is installed (a path as isolator sees it)")

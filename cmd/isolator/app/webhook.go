@@ -117,7 +117,7 @@ Metrics are on --metrics-bind-address /metrics (docs/metrics.md).`,
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
 	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "elect a leader among replicas for the cluster-wide writes (backstop, self-managed certificates); every replica serves admissions")
-	fs.BoolVar(&o.backstop, "backstop", true, "keep the fail-closed ValidatingAdmissionPolicy backstop (isolator-backstop) in step with the policy; turn off only if you apply `isolator policy backstop` output yourself")
+	fs.BoolVar(&o.backstop, "backstop", true, "keep the fail-closed ValidatingAdmissionPolicy backstop (isolator-backstop) in step with the policy; turn off only if you apply the output of isolator policy backstop yourself (GitOps)")
 	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 2*time.Second, "on SIGTERM, how long to stay serving while unready so that endpoints drain")
 	fs.DurationVar(&o.shutdownBudget, "graceful-shutdown-timeout", 7*time.Second, "on SIGTERM, how long in-flight admissions may take to finish")
 	o.log.addFlags(fs)
