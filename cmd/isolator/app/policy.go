@@ -331,13 +331,14 @@ func writeExplainText(w io.Writer, results []explained) error {
 	for _, r := range results {
 		hasAudit = hasAudit || r.audit.Action != ""
 	}
-	header := "POD\tRUNTIMECLASS\tACTION\tRULE\tWHY"
+	// WHY is last: it is the long column, and nothing after it has to be pushed aside.
+	header := "POD\tRUNTIMECLASS\tACTION\tRULE"
 	if hasAudit {
 		header += "\tAUDIT (would do)"
 	}
-	fmt.Fprintln(tw, header)
+	fmt.Fprintln(tw, header+"\tWHY")
 	for _, r := range results {
-		line := strings.Join([]string{r.Pod, dash(r.RuntimeClass), r.Action, dash(r.Rule), r.Reason}, "\t")
+		line := strings.Join([]string{r.Pod, dash(r.RuntimeClass), r.Action, dash(r.Rule)}, "\t")
 		if hasAudit {
 			a := "-"
 			if r.audit.Action != "" {
@@ -345,7 +346,7 @@ func writeExplainText(w io.Writer, results []explained) error {
 			}
 			line += "\t" + a
 		}
-		fmt.Fprintln(tw, line)
+		fmt.Fprintln(tw, line+"\t"+r.Reason)
 	}
 	return tw.Flush()
 }
