@@ -88,49 +88,41 @@ var ErrTimeout = errors.New("timed out")
 // no longer serves it (served false), or until timeout. The last status or error is
 // returned with ErrTimeout.
 func WaitFor(ctx context.Context, endpoint, handler string, served bool, timeout time.Duration) (*Status, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	var last error
-	for {
-		st, err := Query(ctx, endpoint)
-		if err == nil && st.RuntimeReady && st.Handlers[handler] == served {
-			return st, nil
+	return poll(ctx, endpoint, timeout, fmt.Sprintf("serve handler %q=%v", handler, served), func(st *Status) error {
+		if st.RuntimeReady && st.Handlers[handler] == served {
+			return nil
 		}
-		if err == nil {
-			last = fmt.Errorf("runtime ready %v, handler %q served %v", st.RuntimeReady, handler, st.Handlers[handler])
-		} else {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for containerd at %s to serve handler %q=%v: %w (last: %w)", endpoint, handler, served, ErrTimeout, last)
-		case <-tick.C:
-		}
-	}
+		return fmt.Errorf("runtime ready %v, handler %q served %v", st.RuntimeReady, handler, st.Handlers[handler])
+	})
 }
 
 // WaitReady polls endpoint until containerd's runtime is ready, or until timeout.
 func WaitReady(ctx context.Context, endpoint string, timeout time.Duration) (*Status, error) {
+	return poll(ctx, endpoint, timeout, "be ready", func(st *Status) error {
+		if st.RuntimeReady {
+			return nil
+		}
+		return errors.New("runtime not ready")
+	})
+}
+
+// poll queries endpoint every pollInterval until want accepts the status, or until
+// timeout; the error then says what was awaited and what was seen last.
+func poll(ctx context.Context, endpoint string, timeout time.Duration, what string, want func(*Status) error) (*Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
-	var last error
 	for {
 		st, err := Query(ctx, endpoint)
-		if err == nil && st.RuntimeReady {
-			return st, nil
-		}
-		if err != nil {
-			last = err
-		} else {
-			last = errors.New("runtime not ready")
+		if err == nil {
+			if err = want(st); err == nil {
+				return st, nil
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for containerd at %s to be ready: %w (last: %w)", endpoint, ErrTimeout, last)
+			return nil, fmt.Errorf("waiting for containerd at %s to %s: %w (last: %w)", endpoint, what, ErrTimeout, err)
 		case <-tick.C:
 		}
 	}

@@ -1,8 +1,13 @@
 package cri
 
 import (
+	"context"
+	"errors"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -49,5 +54,23 @@ func TestParseStatus(t *testing.T) {
 				t.Errorf("got %+v, want %+v", got, c.want)
 			}
 		})
+	}
+}
+
+// TestWaitTimesOut: with nothing serving the endpoint, both waits give up after their
+// timeout with ErrTimeout, saying what they waited for and the last error seen.
+func TestWaitTimesOut(t *testing.T) {
+	endpoint := "unix://" + filepath.Join(t.TempDir(), "containerd.sock")
+	start := time.Now()
+	_, err := WaitReady(context.Background(), endpoint, 300*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "to be ready") || !strings.Contains(err.Error(), "containerd.sock") {
+		t.Errorf("WaitReady: %v", err)
+	}
+	_, err = WaitFor(context.Background(), endpoint, "kata", true, 300*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), `serve handler "kata"=true`) || !strings.Contains(err.Error(), "last:") {
+		t.Errorf("WaitFor: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("two waits of 300 ms took %v", d)
 	}
 }
