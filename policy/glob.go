@@ -251,12 +251,5 @@ func matchSegments(segs []glob, name string) bool {
 
 // String renders the normalised pattern as it is matched.
 func (p *imagePattern) String() string {
-	s := p.name
-	if p.tag != "" {
-		s += ":" + p.tag
-	}
-	if p.digest != "" {
-		s += "@" + p.digest
-	}
-	return s
+	return Image{Name: p.name, Tag: p.tag, Digest: p.digest}.String()
 }
