@@ -81,35 +81,20 @@ func (d *reviewDecoder) review() (podReview, error) {
 	if null, err := d.objectStart(); err != nil || null {
 		return r, errSlowPath // a top-level null or non-object is rare: encoding/json words it
 	}
-	var seen uint64
-	for first := true; ; first = false {
-		key, more, err := d.member(first)
-		if err != nil || !more {
-			if err == nil {
-				err = d.end()
-			}
-			return r, err
-		}
-		switch string(key) {
-		case "apiVersion":
-			if err = d.once(&seen, 0); err == nil {
-				err = d.str(&r.APIVersion, true)
-			}
-		case "kind":
-			if err = d.once(&seen, 1); err == nil {
-				err = d.str(&r.Kind, true)
-			}
-		case "request":
-			if err = d.once(&seen, 2); err == nil {
-				err = d.request(&r.Request)
-			}
+	err := d.fields(reviewKeys, func(i int) error {
+		switch i {
+		case 0:
+			return d.str(&r.APIVersion, true)
+		case 1:
+			return d.str(&r.Kind, true)
 		default:
-			err = d.skipUnknown(key, reviewKeys)
+			return d.request(&r.Request)
 		}
-		if err != nil {
-			return r, err
-		}
+	})
+	if err == nil {
+		err = d.end()
 	}
+	return r, err
 }
 
 func (d *reviewDecoder) request(p **podRequest) error {
@@ -123,48 +108,27 @@ func (d *reviewDecoder) request(p **podRequest) error {
 	}
 	req := &podRequest{}
 	*p = req
-	var seen uint64
-	for first := true; ; first = false {
-		key, more, err := d.member(first)
-		if err != nil || !more {
+	return d.fields(requestKeys, func(i int) error {
+		var s string
+		switch i {
+		case 0:
+			err := d.str(&s, false)
+			req.UID = types.UID(s)
 			return err
-		}
-		switch string(key) {
-		case "uid":
-			if err = d.once(&seen, 0); err == nil {
-				var s string
-				err = d.str(&s, false)
-				req.UID = types.UID(s)
-			}
-		case "resource":
-			if err = d.once(&seen, 1); err == nil {
-				err = d.gvr(&req.Resource)
-			}
-		case "subResource":
-			if err = d.once(&seen, 2); err == nil {
-				err = d.str(&req.SubResource, true)
-			}
-		case "namespace":
-			if err = d.once(&seen, 3); err == nil {
-				err = d.str(&req.Namespace, true)
-			}
-		case "operation":
-			if err = d.once(&seen, 4); err == nil {
-				var s string
-				err = d.str(&s, true)
-				req.Operation = admissionv1.Operation(s)
-			}
-		case "object":
-			if err = d.once(&seen, 5); err == nil {
-				err = d.pod(&req.Object)
-			}
+		case 1:
+			return d.gvr(&req.Resource)
+		case 2:
+			return d.str(&req.SubResource, true)
+		case 3:
+			return d.str(&req.Namespace, true)
+		case 4:
+			err := d.str(&s, true)
+			req.Operation = admissionv1.Operation(s)
+			return err
 		default:
-			err = d.skipUnknown(key, requestKeys)
+			return d.pod(&req.Object)
 		}
-		if err != nil {
-			return err
-		}
-	}
+	})
 }
 
 func (d *reviewDecoder) gvr(g *metav1.GroupVersionResource) error {
@@ -172,34 +136,13 @@ func (d *reviewDecoder) gvr(g *metav1.GroupVersionResource) error {
 }
 
 // stringObject reads an object whose wanted fields are all strings: the value of
-// keys[i] goes to *dst[i]; every other key is skipped. intern says whether the values
-// are common enough to look up in internedValues.
+// keys[i] goes to *dst[i]. intern says whether the values are common enough to look
+// up in internedValues.
 func (d *reviewDecoder) stringObject(keys []string, intern bool, dst ...*string) error {
 	if null, err := d.objectStart(); err != nil || null {
 		return err
 	}
-	var seen uint64
-	for first := true; ; first = false {
-		key, more, err := d.member(first)
-		if err != nil || !more {
-			return err
-		}
-		i := -1
-		for j, k := range keys {
-			if string(key) == k {
-				i = j
-				break
-			}
-		}
-		if i < 0 {
-			err = d.skipUnknown(key, keys)
-		} else if err = d.once(&seen, uint(i)); err == nil {
-			err = d.str(dst[i], intern)
-		}
-		if err != nil {
-			return err
-		}
-	}
+	return d.fields(keys, func(i int) error { return d.str(dst[i], intern) })
 }
 
 func (d *reviewDecoder) pod(p **policy.Pod) error {
@@ -213,111 +156,84 @@ func (d *reviewDecoder) pod(p **policy.Pod) error {
 	}
 	pod := &policy.Pod{}
 	*p = pod
-	var seen uint64
-	for first := true; ; first = false {
-		key, more, err := d.member(first)
-		if err != nil || !more {
-			return err
+	return d.fields(podKeys, func(i int) error {
+		if i == 0 {
+			return d.meta(&pod.Metadata)
 		}
-		switch string(key) {
-		case "metadata":
-			if err = d.once(&seen, 0); err == nil {
-				err = d.meta(&pod.Metadata)
-			}
-		case "spec":
-			if err = d.once(&seen, 1); err == nil {
-				err = d.spec(&pod.Spec)
-			}
-		default:
-			err = d.skipUnknown(key, podKeys)
-		}
-		if err != nil {
-			return err
-		}
-	}
+		return d.spec(&pod.Spec)
+	})
 }
 
 func (d *reviewDecoder) meta(m *policy.PodMeta) error {
 	if null, err := d.objectStart(); err != nil || null {
 		return err
 	}
-	var seen uint64
-	for first := true; ; first = false {
-		key, more, err := d.member(first)
-		if err != nil || !more {
-			return err
-		}
-		switch string(key) {
-		case "name":
-			if err = d.once(&seen, 0); err == nil {
-				err = d.str(&m.Name, false)
-			}
-		case "generateName":
-			if err = d.once(&seen, 1); err == nil {
-				err = d.str(&m.GenerateName, false)
-			}
-		case "namespace":
-			if err = d.once(&seen, 2); err == nil {
-				err = d.str(&m.Namespace, true)
-			}
-		case "labels":
-			if err = d.once(&seen, 3); err == nil {
-				err = d.stringMap(&m.Labels)
-			}
-		case "annotations":
-			if err = d.once(&seen, 4); err == nil {
-				err = d.stringMap(&m.Annotations)
-			}
+	return d.fields(metaKeys, func(i int) error {
+		switch i {
+		case 0:
+			return d.str(&m.Name, false)
+		case 1:
+			return d.str(&m.GenerateName, false)
+		case 2:
+			return d.str(&m.Namespace, true)
+		case 3:
+			return d.stringMap(&m.Labels)
 		default:
-			err = d.skipUnknown(key, metaKeys)
+			return d.stringMap(&m.Annotations)
 		}
-		if err != nil {
-			return err
-		}
-	}
+	})
 }
 
 func (d *reviewDecoder) spec(s *policy.PodSpec) error {
 	if null, err := d.objectStart(); err != nil || null {
 		return err
 	}
+	return d.fields(specKeys, func(i int) error {
+		switch i {
+		case 0:
+			return d.strPtr(&s.RuntimeClassName)
+		case 1:
+			return d.boolean(&s.HostNetwork)
+		case 2:
+			return d.boolean(&s.HostPID)
+		case 3:
+			return d.boolean(&s.HostIPC)
+		case 4:
+			return d.containers(&s.Containers)
+		case 5:
+			return d.containers(&s.InitContainers)
+		default:
+			return d.containers(&s.EphemeralContainers)
+		}
+	})
+}
+
+// fields reads the members of an object whose '{' is already read, up to its '}'.
+// The value of keys[i] is read by field(i); a key seen twice goes to the slow path
+// (encoding/json merges repeated objects and lists in ways not worth copying), and
+// every other key is validated and skipped.
+func (d *reviewDecoder) fields(keys []string, field func(i int) error) error {
 	var seen uint64
 	for first := true; ; first = false {
 		key, more, err := d.member(first)
 		if err != nil || !more {
 			return err
 		}
-		switch string(key) {
-		case "runtimeClassName":
-			if err = d.once(&seen, 0); err == nil {
-				err = d.strPtr(&s.RuntimeClassName)
+		i := -1
+		for j, k := range keys {
+			if string(key) == k {
+				i = j
+				break
 			}
-		case "hostNetwork":
-			if err = d.once(&seen, 1); err == nil {
-				err = d.boolean(&s.HostNetwork)
-			}
-		case "hostPID":
-			if err = d.once(&seen, 2); err == nil {
-				err = d.boolean(&s.HostPID)
-			}
-		case "hostIPC":
-			if err = d.once(&seen, 3); err == nil {
-				err = d.boolean(&s.HostIPC)
-			}
-		case "containers":
-			if err = d.once(&seen, 4); err == nil {
-				err = d.containers(&s.Containers)
-			}
-		case "initContainers":
-			if err = d.once(&seen, 5); err == nil {
-				err = d.containers(&s.InitContainers)
-			}
-		case "ephemeralContainers":
-			if err = d.once(&seen, 6); err == nil {
-				err = d.containers(&s.EphemeralContainers)
-			}
+		}
+		switch {
+		case i < 0:
+			err = d.skipUnknown(key, keys)
+		case seen&(1<<i) != 0:
+			err = errSlowPath
 		default:
-			err = d.skipUnknown(key, specKeys)
+			seen |= 1 << i
+			err = field(i)
 		}
 		if err != nil {
 			return err
@@ -398,17 +314,6 @@ func (d *reviewDecoder) stringMap(out *map[string]string) error {
 		}
 		m[string(key)] = v
 	}
-}
-
-// once records that the field numbered bit is decoded, sending a second occurrence of
-// the same key to the slow path: encoding/json merges repeated objects and lists in
-// ways not worth copying.
-func (d *reviewDecoder) once(seen *uint64, bit uint) error {
-	if *seen&(1<<bit) != 0 {
-		return errSlowPath
-	}
-	*seen |= 1 << bit
-	return nil
 }
 
 // skipUnknown validates and skips the value of a key the decision does not read.
