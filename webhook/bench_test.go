@@ -134,17 +134,29 @@ func (w *discardResponse) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// BenchmarkHandlerHTTPS is one admission over a real TLS connection with HTTP/2, as the
-// apiserver calls the webhook: client and server in this process, so its cpu-ns/op
-// counts both sides. It shows what the protocol stack adds to the handler.
+// BenchmarkHandlerHTTPS is one admission over a real TLS connection, client and server
+// in this process, so its cpu-ns/op counts both sides. It shows what the protocol
+// stack adds to the handler: HTTP/2, what the apiserver speaks to isolator by default,
+// and HTTP/1.1 with keep-alive (isolator webhook --http2=false).
 func BenchmarkHandlerHTTPS(b *testing.B) {
+	for _, proto := range []struct {
+		name  string
+		major int
+	}{{"http1.1", 1}, {"h2", 2}} {
+		b.Run("proto="+proto.name, func(b *testing.B) { benchHTTPS(b, proto.major) })
+	}
+}
+
+func benchHTTPS(b *testing.B, major int) {
 	mut, _ := testMutator(b)
 	body := benchReview(b)
 	srv := httptest.NewUnstartedServer(mut)
-	srv.EnableHTTP2 = true
+	srv.EnableHTTP2 = major == 2
 	srv.StartTLS()
 	defer srv.Close()
 	client := srv.Client()
+	// Keep a connection per client goroutine alive, as the apiserver's pool does.
+	client.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
 	url := srv.URL + MutatePath
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
@@ -165,7 +177,7 @@ func BenchmarkHandlerHTTPS(b *testing.B) {
 				out.Reset()
 				_, err = out.ReadFrom(resp.Body)
 				resp.Body.Close()
-				if err != nil || resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+				if err != nil || resp.StatusCode != http.StatusOK || resp.ProtoMajor != major {
 					b.Fatalf("HTTP %d over %s: %v", resp.StatusCode, resp.Proto, err)
 				}
 			}

@@ -133,10 +133,10 @@ func runDirect(ctx context.Context, opts DirectOptions, logf func(string, ...any
 	if opts.WantClass == "" {
 		opts.WantClass = "kata-rc"
 	}
-	if err := checkReview(ctx, newClient(tlsCfg, "h2", 1), url, body, opts.WantClass); err != nil {
-		return nil, err
-	}
 	for _, proto := range opts.Protocols {
+		if err := checkReview(ctx, newClient(tlsCfg, proto, 1), url, body, opts.WantClass, proto); err != nil {
+			return nil, err
+		}
 		for _, c := range opts.Concurrency {
 			client := newClient(tlsCfg, proto, c)
 			logf("direct: %s, concurrency %d, %s (after %s warm-up)", proto, c, opts.Duration, opts.Warmup)
@@ -174,10 +174,14 @@ func newClient(tlsCfg *tls.Config, proto string, conc int) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
-func checkReview(ctx context.Context, client *http.Client, url string, body []byte, class string) error {
-	out, _, err := post(ctx, client, url, body, nil)
+// checkReview sends one review over proto and checks that the answer sets class.
+func checkReview(ctx context.Context, client *http.Client, url string, body []byte, class, proto string) error {
+	out, major, err := post(ctx, client, url, body, nil)
 	if err != nil {
 		return err
+	}
+	if proto == "h2" && major != 2 {
+		return fmt.Errorf("the webhook at %s answered over HTTP/1.1, not HTTP/2: was it started with --http2=false?", url)
 	}
 	var review struct {
 		Response struct {

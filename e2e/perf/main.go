@@ -47,6 +47,7 @@ type Report struct {
 	Command     string             `json:"command"`
 	Machine     Machine            `json:"machine"`
 	WebhookEnv  []string           `json:"webhookEnv,omitempty"`
+	WebhookArgs []string           `json:"webhookArgs,omitempty"`
 	Direct      *DirectResult      `json:"direct,omitempty"`
 	APIServer   *APIServerResult   `json:"apiserver,omitempty"`
 	Memory      *MemoryResult      `json:"memory,omitempty"`
@@ -135,8 +136,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unknown mode %q", mode)
 	}
 	fs.StringVar(&o.output, "o", "", "also write the JSON report to this file")
-	var webhookEnv string
+	var webhookEnv, webhookArgs string
 	fs.StringVar(&webhookEnv, "webhook-env", "", "comma-separated KEY=VALUE added to each webhook's environment, e.g. GOMEMLIMIT=40MiB,GOGC=200")
+	fs.StringVar(&webhookArgs, "webhook-args", "", "comma-separated flags added to each webhook started, e.g. --http2=false")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -193,6 +195,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer func() { _ = e.cp.Stop() }()
 		e.webhookEnv = envVars
 		rep.WebhookEnv = envVars
+		for _, a := range strings.Split(webhookArgs, ",") {
+			if a != "" {
+				e.webhookArgs = append(e.webhookArgs, a)
+			}
+		}
+		rep.WebhookArgs = e.webhookArgs
 		if err := measure(ctx, e, mode, o, rep); err != nil {
 			return err
 		}
@@ -265,6 +273,9 @@ func summary(rep *Report, w io.Writer) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("\n%s  %d CPUs (%s), load average %s, %s", rep.Date, rep.Machine.CPUs, rep.Machine.CPUModel, rep.Machine.LoadAverage, rep.Machine.GoVersion)
 	p("%s", rep.Command)
+	if len(rep.WebhookArgs) > 0 {
+		p("webhook flags added: %s", strings.Join(rep.WebhookArgs, " "))
+	}
 	if len(rep.WebhookEnv) > 0 {
 		p("webhook environment: %s", strings.Join(rep.WebhookEnv, " "))
 	}

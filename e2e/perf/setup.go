@@ -36,6 +36,8 @@ type env struct {
 	// webhookEnv is added to each webhook's environment (KEY=VALUE), e.g. Go runtime
 	// settings such as GOMEMLIMIT that a Deployment would set.
 	webhookEnv []string
+	// webhookArgs are added to each webhook's flags, e.g. --http2=false.
+	webhookArgs []string
 }
 
 func startEnv(ctx context.Context, logf func(string, ...any)) (*env, error) {
@@ -289,8 +291,8 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// startIsolator starts a webhook with e.webhookEnv and extra (KEY=VALUE) in its
-// environment. The harness passes this process's environment on to what it starts,
+// startIsolator starts a webhook with e.webhookArgs added to its flags and with
+// e.webhookEnv and extra (KEY=VALUE) in its environment. The harness passes this process's environment on to what it starts,
 // so the variables are set for the moment of the start.
 func (e *env) startIsolator(ctx context.Context, opts harness.IsolatorOptions, extra ...string) (*harness.Isolator, error) {
 	vars := append(append([]string(nil), e.webhookEnv...), extra...)
@@ -308,5 +310,6 @@ func (e *env) startIsolator(ctx context.Context, opts harness.IsolatorOptions, e
 			return nil, err
 		}
 	}
+	opts.Args = append(append([]string(nil), opts.Args...), e.webhookArgs...)
 	return e.cp.StartIsolator(ctx, opts)
 }

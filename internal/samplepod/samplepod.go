@@ -10,7 +10,8 @@ import (
 )
 
 // Pod returns the pod as the ReplicaSet controller creates it in namespace, before
-// admission: no runtimeClassName.
+// admission: no runtimeClassName. It names no service account (and so no object that
+// must exist), so the load tool can create it through a real apiserver.
 func Pod(namespace string) map[string]any {
 	containers := make([]map[string]any, 10)
 	for i := range containers {

@@ -40,6 +40,7 @@ type webhookOptions struct {
 	healthAddr     string
 	leaderElect    bool
 	backstop       bool
+	http2          bool
 	shutdownDelay  time.Duration
 	shutdownBudget time.Duration
 	self           selfCertOptions
@@ -118,6 +119,7 @@ Metrics are on --metrics-bind-address /metrics (docs/metrics.md).`,
 	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "elect a leader among replicas for the cluster-wide writes (backstop, self-managed certificates); every replica serves admissions")
 	fs.BoolVar(&o.backstop, "backstop", true, "keep the fail-closed ValidatingAdmissionPolicy backstop (isolator-backstop) in step with the policy; turn off only if you apply the output of isolator policy backstop yourself (GitOps)")
+	fs.BoolVar(&o.http2, "http2", true, "offer HTTP/2 on the admission port: the apiserver keeps one multiplexed connection, and on shutdown GOAWAY tells it which requests to send again (over HTTP/1.1 a request that races the close of an idle connection fails). Turn off only where policy forbids HTTP/2; docs/operations.md")
 	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 2*time.Second, "on SIGTERM, how long to stay serving while unready so that endpoints drain")
 	fs.DurationVar(&o.shutdownBudget, "graceful-shutdown-timeout", 7*time.Second, "on SIGTERM, how long in-flight admissions may take to finish")
 	o.log.addFlags(fs)
@@ -260,6 +262,9 @@ func runWebhook(ctx context.Context, s streams, o webhookOptions) error {
 			TLSOpts: []func(*tls.Config){func(c *tls.Config) {
 				c.GetCertificate = getCertificate
 				c.MinVersion = tls.VersionTLS12
+				if !o.http2 {
+					c.NextProtos = []string{"http/1.1"}
+				}
 			}},
 		}),
 	})
