@@ -9,9 +9,9 @@ import (
 	"fmt"
 )
 
-// Pod returns the pod as the ReplicaSet controller creates it in namespace, before
-// admission: no runtimeClassName. It names no service account (and so no object that
-// must exist), so the load tool can create it through a real apiserver.
+// Pod returns the pod as a Deployment's template makes it in namespace, before
+// admission: no runtimeClassName. It names no service account and no owner (objects
+// that would have to exist), so the load tool can create it through a real apiserver.
 func Pod(namespace string) map[string]any {
 	containers := make([]map[string]any, 10)
 	for i := range containers {
@@ -35,9 +35,8 @@ func Pod(namespace string) map[string]any {
 		"apiVersion": "v1", "kind": "Pod",
 		"metadata": map[string]any{
 			"generateName": "storefront-7d9f8b6c5-", "namespace": namespace,
-			"labels":          map[string]string{"app": "storefront", "pod-template-hash": "7d9f8b6c5", "tier": "web"},
-			"annotations":     map[string]string{"prometheus.io/scrape": "true"},
-			"ownerReferences": []map[string]any{{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "storefront-7d9f8b6c5", "uid": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "controller": true}},
+			"labels":      map[string]string{"app": "storefront", "pod-template-hash": "7d9f8b6c5", "tier": "web"},
+			"annotations": map[string]string{"prometheus.io/scrape": "true"},
 		},
 		"spec": map[string]any{
 			"containers": containers,
@@ -47,8 +46,11 @@ func Pod(namespace string) map[string]any {
 }
 
 // Review returns an AdmissionReview of Pod(namespace) as the apiserver sends it to
-// the webhook.
+// the webhook when the ReplicaSet controller creates it: with its owner reference.
 func Review(namespace string) ([]byte, error) {
+	pod := Pod(namespace)
+	pod["metadata"].(map[string]any)["ownerReferences"] = []map[string]any{{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+		"name": "storefront-7d9f8b6c5", "uid": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "controller": true}}
 	return json.Marshal(map[string]any{
 		"apiVersion": "admission.k8s.io/v1",
 		"kind":       "AdmissionReview",
@@ -61,7 +63,7 @@ func Review(namespace string) ([]byte, error) {
 			"namespace":       namespace, "operation": "CREATE",
 			"userInfo": map[string]any{"username": "system:serviceaccount:kube-system:replicaset-controller",
 				"uid": "c1a4", "groups": []string{"system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"}},
-			"object":  Pod(namespace),
+			"object":  pod,
 			"dryRun":  false,
 			"options": map[string]string{"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
 		},
