@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -122,5 +123,40 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if answered.Load() == 0 {
 		t.Error("no admission was answered: the load never ran")
+	}
+}
+
+// A rollout loses no admission because the webhook speaks HTTP/2: on shutdown its
+// GOAWAY tells the apiserver which requests to send again, whereas over HTTP/1.1 a
+// request that races the close of an idle keep-alive connection fails
+// (docs/performance.md). So the webhook offers h2 through ALPN by default, and HTTP/1.1
+// only with --http2=false.
+func TestHTTP2Offered(t *testing.T) {
+	ctx := testContext(t)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.CertPEM)
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"isolator-alpn-default", nil, "h2"},
+		{"isolator-alpn-http1", []string{"--http2=false"}, "http/1.1"},
+	} {
+		iso, err := cp.StartIsolator(ctx, harness.IsolatorOptions{Name: c.name, CertDir: certDir, Args: c.args})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &tls.Dialer{Config: &tls.Config{RootCAs: pool, NextProtos: []string{"h2", "http/1.1"}}}
+		conn, err := d.DialContext(ctx, "tcp", strings.TrimPrefix(iso.URL, "https://"))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		got := conn.(*tls.Conn).ConnectionState().NegotiatedProtocol
+		_ = conn.Close()
+		_ = iso.Stop(harness.DefaultStopGrace)
+		if got != c.want {
+			t.Errorf("webhook %v negotiated %q with a client offering h2 and http/1.1, want %q", c.args, got, c.want)
+		}
 	}
 }
