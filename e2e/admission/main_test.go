@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -48,13 +47,7 @@ func TestMain(m *testing.M) {
 // setup starts the webhook, registers it and loads the example policy.
 func setup(ctx context.Context, c *harness.ControlPlane) error {
 	var err error
-	if manifests, err = harness.ManifestsDir(); err != nil {
-		return err
-	}
-	if iso, err = c.StartIsolator(ctx, harness.IsolatorOptions{}); err != nil {
-		return err
-	}
-	if err := iso.Register(ctx, c.Client(), filepath.Join(manifests, "base")); err != nil {
+	if iso, manifests, err = c.StartRegisteredIsolator(ctx, harness.IsolatorOptions{}); err != nil {
 		return err
 	}
 	if err := c.Apply(ctx, "runtimeclasses"); err != nil {

@@ -240,7 +240,24 @@ func WebhookConfigurations(dir string) ([]*admissionregistrationv1.MutatingWebho
 	return muts, vals, nil
 }
 
-// RegisterIsolator installs the webhook configurations from manifestsDir, pointed at
+// StartRegisteredIsolator starts the webhook (StartIsolator) and registers it from
+// manifests/base (Register), as most suites begin. It returns the manifests directory.
+func (cp *ControlPlane) StartRegisteredIsolator(ctx context.Context, opts IsolatorOptions) (*Isolator, string, error) {
+	manifests, err := ManifestsDir()
+	if err != nil {
+		return nil, "", err
+	}
+	iso, err := cp.StartIsolator(ctx, opts)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := iso.Register(ctx, cp.Client(), filepath.Join(manifests, "base")); err != nil {
+		return nil, "", err
+	}
+	return iso, manifests, nil
+}
+
+// Register installs the webhook configurations from manifestsDir, pointed at
 // this process with a URL clientConfig and its CA bundle instead of the in-cluster
 // Service, and waits until the apiserver calls the mutating webhook.
 func (iso *Isolator) Register(ctx context.Context, client kubernetes.Interface, manifestsDir string) error {
