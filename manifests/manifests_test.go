@@ -89,7 +89,7 @@ func build(t *testing.T, dir string) []runtime.Object {
 
 func TestEveryKustomizationBuilds(t *testing.T) {
 	dirs := kustomizations(t)
-	want := []string{".", "base", "monitoring", "node", "overlays/cert-manager", "overlays/self-signed", "runtimeclasses"}
+	want := []string{".", "base", "monitoring", "network-policy", "node", "overlays/cert-manager", "overlays/self-signed", "runtimeclasses"}
 	if !slices.Equal(dirs, want) {
 		t.Errorf("kustomizations = %v, want %v (update this test when adding one)", dirs, want)
 	}
