@@ -19,6 +19,8 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/isolator-dev/isolator/webhook/backstop"
 )
 
 // crdKinds are the custom resources the manifests use; the e2e tests check them
@@ -193,8 +195,8 @@ func TestOverlaysKeepTheSharedNames(t *testing.T) {
 				*w.TimeoutSeconds > 3 || len(w.ClientConfig.CABundle) != 0 {
 				t.Errorf("mutating webhook %+v", w)
 			}
-			if ops := w.Rules[0].Operations; len(ops) != 1 || ops[0] != admissionregistrationv1.Create {
-				t.Errorf("mutating webhook operations %v, want [CREATE]", ops)
+			if ops := w.Rules[0].Operations; !slices.Equal(ops, []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}) {
+				t.Errorf("mutating webhook operations %v, want [CREATE UPDATE]", ops)
 			}
 			excluded := w.NamespaceSelector.MatchExpressions[0].Values
 			for _, ns := range []string{"kube-system", "kube-public", "kube-node-lease", "isolator-system"} {
@@ -202,8 +204,12 @@ func TestOverlaysKeepTheSharedNames(t *testing.T) {
 					t.Errorf("the mutating webhook does not exclude namespace %s", ns)
 				}
 			}
-			if len(w.MatchConditions) != 1 || !strings.Contains(w.MatchConditions[0].Expression, "kubernetes.io/config.mirror") {
+			if len(w.MatchConditions) != 2 || !strings.Contains(w.MatchConditions[0].Expression, "kubernetes.io/config.mirror") {
 				t.Errorf("matchConditions %v do not skip mirror pods", w.MatchConditions)
+			}
+			// Updates reach the webhook exactly when they would reach the backstop.
+			if len(w.MatchConditions) != 2 || w.MatchConditions[1].Name != backstop.ImageChangeCondition || w.MatchConditions[1].Expression != backstop.ImageChangeExpression {
+				t.Errorf("matchConditions %v: want %s: %s", w.MatchConditions, backstop.ImageChangeCondition, backstop.ImageChangeExpression)
 			}
 
 			vwc := find(objs, "isolator", func(m *admissionregistrationv1.ValidatingWebhookConfiguration) string { return m.Name })

@@ -103,7 +103,9 @@ func Compile(sources ...Source) (*Snapshot, error) {
 	for _, src := range srcs {
 		s.sources = append(s.sources, src.Name)
 		for i := range src.Policy.Spec.Rules {
-			r, err := s.compileRule(src.Name, &src.Policy.Spec.Rules[i])
+			rule := &src.Policy.Spec.Rules[i]
+			s.warnings = append(s.warnings, imagePatternWarnings(src.Origin, src.Root.Child("spec", "rules").Index(i).Child("match"), &rule.Match)...)
+			r, err := s.compileRule(src.Name, rule)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", src.Origin, err)
 			}
@@ -295,6 +297,36 @@ func (s *Snapshot) compileRule(source string, r *Rule) (compiledRule, error) {
 	}
 	c.summary = strings.Join(why, " and ")
 	return c, nil
+}
+
+// imagePatternWarnings points out image patterns that are valid but likely not what
+// their author meant.
+func imagePatternWarnings(origin string, mp *field.Path, m *Match) []string {
+	var out []string
+	for _, list := range []struct {
+		field    string
+		patterns []string
+	}{{"anyImage", m.AnyImage}, {"allImages", m.AllImages}} {
+		for j, p := range list.patterns {
+			at := origin + ": " + mp.Child(list.field).Index(j).String()
+			host, _, _ := strings.Cut(p, "/")
+			if strings.HasPrefix(host, "[") && strings.Contains(host, ":") && strings.Contains(p, "/") {
+				escaped := `\[` + strings.Replace(host[1:], "]", `\]`, 1) + p[len(host):]
+				out = append(out, fmt.Sprintf("%s: %q starts with a glob character class, not an IPv6 host; an IPv6 registry is matched only by its literal address with the brackets escaped: %q", at, p, escaped))
+			}
+			ip, err := compileImagePattern(p)
+			if err != nil {
+				continue // Validate reports it
+			}
+			switch {
+			case ip.digest != "" && ip.tag != "":
+				out = append(out, fmt.Sprintf("%s: %q gives a tag and a digest; only the digest is compared, since it decides what is pulled", at, p))
+			case ip.tag != "" && list.field == "anyImage":
+				out = append(out, fmt.Sprintf("%s: %q never matches a digest-pinned image (%s@sha256:...), whose digest, not its tag, decides what is pulled; a pod can pin a digest to pass this pattern by. Leave out the tag (%s) to match every reference to the repository", at, p, ip.String(), strings.TrimSuffix(p, ":"+ip.tag)))
+			}
+		}
+	}
+	return out
 }
 
 func selectorText(s labels.Selector) string {

@@ -197,3 +197,32 @@ func hostNamespaces(f *Facts) string {
 	}
 	return strings.Join(parts, " and ")
 }
+
+// EvaluateUpdate decides an update of a running pod that changes its images. A running
+// pod's runtimeClassName can't change, so the update can't be mutated: it is refused
+// when the new images need a sandboxed class that the pod's class doesn't satisfy, and
+// allowed otherwise (Action keep, or none when the pod names no class). As on
+// creation, only sandboxed requirements are enforced this way; a pod whose new images
+// would have given it another unsandboxed class keeps running where it is.
+func (s *Snapshot) EvaluateUpdate(f *Facts) Decision {
+	d := s.Evaluate(f)
+	switch d.Action {
+	case ActionSet, ActionReplace, ActionDeny:
+		if c, ok := s.Class(d.RuntimeClass); ok && c.Sandboxed {
+			runs := "the default runtime (no runtimeClassName)"
+			if f.RuntimeClassName != "" {
+				runs = "runtime class " + f.RuntimeClassName
+			}
+			d.Action = ActionDeny
+			d.Reason = "the pod's new images need runtime class " + d.RuntimeClass + " (" + d.Reason + "), but the pod runs in " + runs +
+				", and a running pod's runtimeClassName can't change: change the workload's pod template (or delete and recreate the pod) so that a new pod is admitted with them"
+			return d
+		}
+	}
+	d.Action, d.RuntimeClass = ActionKeep, f.RuntimeClassName
+	if f.RuntimeClassName == "" {
+		d.Action = ActionNone
+	}
+	d.Reason = "the update leaves the pod in a class the policy accepts for its new images: " + d.Reason
+	return d
+}

@@ -79,6 +79,7 @@ spec:
   - {name: any, runtimeClass: kata-rc, priority: 2, match: {anyImage: ["docker.io/**", "quay.io/*/a:*", "**/b@sha256:` + zeros + `"]}}
   - {name: all, runtimeClass: runc-rc, priority: 2, match: {allImages: ["localhost:5000/**", "a.b/**/c/**"]}}
   - {name: mixed, runtimeClass: kata-rc, priority: 1, userRuntimeClass: Replace, match: {namespaces: ["b*"], anyImage: ["**"], podSelector: {matchLabels: {c: d}}}}
+  - {name: ports, runtimeClass: gvisor-rc, priority: 2, match: {anyImage: ["quay.io:443/u/**", "ghcr.io:0443/u/**", "localhost:05000/p/**", "*.io:*/w/*", "\\[::1\\]:5000/**"]}}
   - {name: audit, runtimeClass: kata-rc, mode: Audit, match: {anyImage: ["**/a"]}}
   - {name: audit2, runtimeClass: runc-rc, mode: Audit, priority: 9, match: {namespaces: ["a?"]}}
 `
@@ -93,6 +94,10 @@ func FuzzEvaluate(f *testing.F) {
 	f.Add("bz", "a", "c", "a", "z", "registry-1.docker.io:443/library/nginx", "x/b@sha256:"+zeros, "", "kata-rc", false, true, true)
 	f.Add("ab", "", "", "", "", "", "", "/", "gvisor", false, false, true)
 	f.Add("cc", "b", "", "b", "", "Docker.IO/a", "index.docker.io/a/b", "**", "host-rc", true, true, true)
+	// Ports in their spellings: a number, and 443 the default.
+	f.Add("x", "", "", "", "", "quay.io:0443/u/x", "ghcr.io:443/u/a", "quay.io:443/u/x", "", false, false, false)
+	f.Add("x", "", "", "", "", "localhost:005000/p/a", "QUAY.IO:00443/w/a", "[::1]:05000/a", "runc-rc", false, false, false)
+	f.Add("x", "", "", "", "", "docker.io:0443/evil/x", "registry.hub.docker.com/a", "localhost:5000/p/x", "", false, false, false)
 	snaps := fuzzSnapshots(f)
 	f.Fuzz(func(t *testing.T, ns, nsKey, nsVal, podKey, podVal, img1, img2, raw, class string, hostNet, hostPID, hostIPC bool) {
 		fa := Facts{
@@ -326,4 +331,59 @@ func naiveMatch(segs []glob, name []string) bool {
 		return false
 	}
 	return len(name) > 0 && globMatch(segs[0].pattern, name[0]) && naiveMatch(segs[1:], name[1:])
+}
+
+// TestIndexMatchesScanHostPorts: every spelling of a registry's port reaches the rules
+// filed under that registry. The index files a rule under its pattern's literal
+// leading segments and looks up the canonical image name, so both must write the host
+// the same way: the default port left out, other ports as numbers.
+func TestIndexMatchesScanHostPorts(t *testing.T) {
+	hosts := []string{"quay.io", "quay.io:443", "quay.io:0443", "QUAY.IO:00443", "ghcr.io:443", "ghcr.io",
+		"localhost:5000", "localhost:05000", "docker.io:0443", "registry.example.com:443", "[::1]:5000", "[::1]:0443"}
+	paths := []string{"untrusted/x", "untrusted/a/b:1", "other/x"}
+	var patterns []string
+	for _, h := range hosts {
+		if strings.HasPrefix(h, "[") {
+			h = `\` + strings.Replace(h, "]", `\]`, 1)
+		}
+		patterns = append(patterns, h+"/untrusted/**", h+"/**", h+"/*/x")
+	}
+	patterns = append(patterns, "**/untrusted/**", "*.io:443/untrusted/**", "quay.io:*/untrusted/**")
+	pairs, matched := 0, 0
+	for _, pattern := range patterns {
+		doc := `apiVersion: isolator.dev/v1alpha1
+kind: RuntimePolicy
+spec:
+  runtimeClasses: [{name: kata-rc, sandboxed: true}, {name: runc-rc}]
+  defaultRuntimeClass: runc-rc
+  rules:
+  - {name: any, runtimeClass: kata-rc, match: {anyImage: ["` + strings.ReplaceAll(pattern, `\`, `\\`) + `"]}}
+  - {name: all, runtimeClass: kata-rc, priority: -1, match: {allImages: ["` + strings.ReplaceAll(pattern, `\`, `\\`) + `"]}}
+`
+		snap := compile(t, "ports", doc)
+		p, err := compileImagePattern(pattern)
+		if err != nil {
+			t.Fatalf("pattern %q: %v", pattern, err)
+		}
+		for _, h := range hosts {
+			for _, path := range paths {
+				img := images(t, h+"/"+path)
+				f := Facts{Namespace: "ns", Images: img}
+				checkDecision(t, snap, &f)
+				d := snap.Evaluate(&f)
+				want := p.matches(&img[0])
+				if got := d.Rule == "ports/any"; got != want {
+					t.Errorf("pattern %q, image %q: decided by %s, want the rule to match: %v", pattern, h+"/"+path, d.Rule, want)
+				}
+				pairs++
+				if want {
+					matched++
+				}
+			}
+		}
+	}
+	if matched < pairs/8 {
+		t.Errorf("only %d of %d pattern and image pairs match: the spellings drifted apart", matched, pairs)
+	}
+	t.Logf("%d pattern and image pairs, %d matching, index and scan agree", pairs, matched)
 }

@@ -80,7 +80,8 @@ func (g *glob) match(s string) bool {
 }
 
 // imagePattern is a compiled image pattern. Name segments are globs within one path
-// segment, or "**" which spans any number of segments. Tag and digest, when given, are
+// segment, or "**" which spans any number of segments. The first segment is the
+// registry host (name and port), unless it is "**". Tag and digest, when given, are
 // compared too.
 type imagePattern struct {
 	text   string // as written, for reasons
@@ -89,8 +90,78 @@ type imagePattern struct {
 	tag    string // glob on the tag; empty: any
 	tagG   glob
 	digest string // exact digest; empty: any
+	// host matches the registry host when the pattern names one (segs[0] is not "**").
+	host hostPattern
 	// prefix is the leading literal segments joined by '/', used to index the pattern.
 	prefix string
+}
+
+// hostPattern is a registry host in a pattern: a glob on the host's name and its port,
+// compared as a number. The name glob never sees the port, so a wildcard can't reach
+// across the ':' into it.
+type hostPattern struct {
+	name glob
+	// port is the canonical port: "" for the default (443), "*" for any port, else the
+	// number without leading zeros.
+	port string
+}
+
+// matches reports whether a canonical host name and port satisfy the pattern.
+func (h *hostPattern) matches(name, port string) bool {
+	if h.port != "*" && h.port != port {
+		return false
+	}
+	return matchHostName(&h.name, name)
+}
+
+// matchHostName matches a glob against a registry host's name. An IPv6 literal
+// ([::1]) is only matched by the same literal, brackets escaped: a glob on it would read
+// the brackets as a character class.
+func matchHostName(g *glob, name string) bool {
+	if strings.HasPrefix(name, "[") {
+		lit, ok := unescapeLiteral(g.pattern)
+		return ok && lit == name
+	}
+	return g.match(name)
+}
+
+// unescapeLiteral returns the glob's text with its escapes removed, and whether it has
+// no wildcard (an unescaped '*', '?' or '[').
+func unescapeLiteral(g string) (string, bool) {
+	if !strings.ContainsAny(g, `*?[\`) {
+		return g, true
+	}
+	var b strings.Builder
+	for i := 0; i < len(g); i++ {
+		switch g[i] {
+		case '*', '?', '[':
+			return "", false
+		case '\\':
+			i++
+			if i == len(g) {
+				return "", false
+			}
+		}
+		b.WriteByte(g[i])
+	}
+	return b.String(), true
+}
+
+// patternHost checks and normalises the registry host of a pattern: the name
+// lower-cased, the port written as a number (the default 443 in any spelling left out),
+// or "*" for any port. A port can't be any other glob: ports are compared as numbers,
+// and 5000 and 05000 are one port.
+func patternHost(host string) (name, port string, err error) {
+	name, port, hasPort := SplitHostPort(strings.ToLower(host))
+	switch {
+	case !hasPort:
+		return name, "", nil
+	case port == "*":
+		return name, port, nil
+	case port == "" || strings.Trim(port, "0123456789") != "":
+		return "", "", fmt.Errorf("registry port %q must be a number, or * for any port (a host without a port is reached on 443)", port)
+	}
+	return name, canonicalPort(port), nil
 }
 
 // compileImagePattern normalises a pattern the way NormalizeImage normalises images:
@@ -145,17 +216,25 @@ func compileImagePattern(p string) (imagePattern, error) {
 			if err := validHostLength(first); err != nil {
 				return ip, err
 			}
-			segs[0] = strings.ToLower(first)
-			// A literal host with the HTTPS port is that host: it then matches the host
-			// spelled with or without :443, as a pattern host without a port does.
-			if h, ok := strings.CutSuffix(segs[0], HTTPSPort); ok && isLiteral(h) {
-				segs[0] = h
+			name, port, err := patternHost(first)
+			if err != nil {
+				return ip, err
 			}
+			if err := validGlob(name); err != nil {
+				return ip, err
+			}
+			segs[0] = name
+			if port != "" {
+				segs[0] += ":" + port
+			}
+			ip.host = hostPattern{name: newGlob(name), port: port}
 		} else {
 			segs = append([]string{DockerHub}, segs...)
+			ip.host = hostPattern{name: newGlob(DockerHub)}
 		}
-		if dockerHubAliases[segs[0]] {
+		if ip.host.port == "" && dockerHubAliases[segs[0]] {
 			segs[0] = DockerHub
+			ip.host = hostPattern{name: newGlob(DockerHub)}
 			if len(segs) == 2 && segs[1] != "**" {
 				segs = []string{DockerHub, "library", segs[1]}
 			}
@@ -185,27 +264,36 @@ func compileImagePattern(p string) (imagePattern, error) {
 	return ip, nil
 }
 
-// matches reports whether img satisfies the pattern.
+// matches reports whether img satisfies the pattern. A pattern with a digest matches
+// that digest; a pattern with only a tag never matches a digest-pinned image, since the
+// digest, not the tag, decides what is pulled.
 func (p *imagePattern) matches(img *Image) bool {
-	if p.digest != "" && img.Digest != p.digest {
-		return false
-	}
-	// A digest-only reference has the empty tag: only a tag glob that matches the
-	// empty string (such as "*") accepts it.
-	if p.tag != "" && !p.tagG.match(img.Tag) {
-		return false
-	}
-	if matchSegments(p.segs, img.Name) {
-		return true
-	}
-	// A host written without a port is the same registry as that host with :443.
-	if len(p.segs) > 1 && !p.segs[0].any {
-		host, rest := cutSegment(img.Name)
-		if h, ok := strings.CutSuffix(host, HTTPSPort); ok && p.segs[0].match(h) {
-			return matchSegments(p.segs[1:], rest)
+	switch {
+	case p.digest != "":
+		if img.Digest != p.digest {
+			return false
+		}
+	case p.tag != "":
+		if img.Digest != "" || !p.tagG.match(img.Tag) {
+			return false
 		}
 	}
-	return false
+	host, rest := cutSegment(img.Name)
+	if !p.segs[0].any {
+		name, port, _ := SplitHostPort(host)
+		return p.host.matches(name, port) && matchSegments(p.segs[1:], rest)
+	}
+	// The pattern starts with "**", which takes the registry host and maybe more.
+	if matchSegments(p.segs, rest) {
+		return true
+	}
+	// Or it takes nothing, and the next glob lands on the registry: it is matched against
+	// the host's name, whatever the port.
+	if len(p.segs) < 2 {
+		return false
+	}
+	name, _, _ := SplitHostPort(host)
+	return matchHostName(&p.segs[1], name) && matchSegments(p.segs[2:], rest)
 }
 
 // cutSegment splits the first '/'-separated segment off name.

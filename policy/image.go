@@ -11,12 +11,14 @@ import (
 const DockerHub = "docker.io"
 
 // dockerHubAliases are host names that reach Docker Hub. reference already folds
-// index.docker.io; registry-1.docker.io is the host containerd really pulls from, and a
-// name spelled with it must not dodge a docker.io/** pattern.
+// index.docker.io; registry-1.docker.io is the host containerd really pulls from, and
+// registry.hub.docker.com serves the same registry API: a name spelled with either
+// must not dodge a docker.io/** pattern.
 var dockerHubAliases = map[string]bool{
-	"docker.io":            true,
-	"index.docker.io":      true,
-	"registry-1.docker.io": true,
+	"docker.io":               true,
+	"index.docker.io":         true,
+	"registry-1.docker.io":    true,
+	"registry.hub.docker.com": true,
 }
 
 // Image is a container image reference in canonical form: Name is
@@ -62,21 +64,63 @@ func NormalizeImage(s string) (Image, error) {
 	return img, nil
 }
 
-// HTTPSPort is the port a registry host may be spelled with and still be the same
-// registry: quay.io:443 is quay.io to a puller.
-const HTTPSPort = ":443"
+// defaultPort is the port a registry is reached on when its host names none: quay.io
+// and quay.io:443 (or quay.io:0443) are the same registry to a puller.
+const defaultPort = "443"
 
-// canonicalDomainPath lower-cases the registry host (DNS is case-insensitive) and folds
-// every Docker Hub alias to docker.io, with or without the HTTPS port, adding library/
-// to official image names. Other hosts keep a port as written; a pattern host without
-// a port also matches the host with :443 (imagePattern.matches).
+// SplitHostPort splits a registry host into its name and port. The port follows the
+// last ':' outside brackets, so that an IPv6 literal ([::1]:5000) splits right; hasPort
+// tells "quay.io:" (an empty port) from "quay.io".
+func SplitHostPort(host string) (name, port string, hasPort bool) {
+	depth, cut := 0, -1
+	for i := 0; i < len(host); i++ {
+		switch host[i] {
+		case '[':
+			depth++
+		case ']':
+			if depth > 0 {
+				depth--
+			}
+		case ':':
+			if depth == 0 {
+				cut = i
+			}
+		}
+	}
+	if cut < 0 {
+		return host, "", false
+	}
+	return host[:cut], host[cut+1:], true
+}
+
+// canonicalPort writes a port of digits as the number it is: without leading zeros,
+// and empty for the default HTTPS port, which the canonical host leaves out.
+func canonicalPort(digits string) string {
+	p := strings.TrimLeft(digits, "0")
+	if p == "" && digits != "" {
+		p = "0"
+	}
+	if p == defaultPort {
+		return ""
+	}
+	return p
+}
+
+// canonicalDomainPath lower-cases the registry host (DNS is case-insensitive), writes
+// its port as a number and leaves out the default HTTPS port in any spelling (":443",
+// ":0443"), and folds every Docker Hub alias to docker.io, adding library/ to official
+// image names. Every spelling of one registry thus has one canonical host, which is
+// what patterns and the rule index compare.
 func canonicalDomainPath(domain, path string) (string, string) {
-	d := strings.ToLower(domain)
-	if dockerHubAliases[strings.TrimSuffix(d, HTTPSPort)] {
-		d = DockerHub
+	name, port, _ := SplitHostPort(strings.ToLower(domain))
+	if port = canonicalPort(port); port != "" {
+		return name + ":" + port, path
+	}
+	if dockerHubAliases[name] {
 		if !strings.Contains(path, "/") {
 			path = "library/" + path
 		}
+		return DockerHub, path
 	}
-	return d, path
+	return name, path
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -20,15 +21,25 @@ func TestNormalizeImage(t *testing.T) {
 		{"index.docker.io/library/nginx:1", Image{Name: "docker.io/library/nginx", Tag: "1"}},
 		{"registry-1.docker.io/library/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
 		{"registry-1.docker.io/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
-		// A port is part of the host as written, even HTTPS's default (see canonicalDomainPath).
-		// The HTTPS port folds with the Docker Hub host; other hosts keep it as written.
+		// A port is a number, and the default HTTPS port is left out in any spelling
+		// (see canonicalDomainPath): one registry, one canonical host.
 		{"registry-1.docker.io:443/library/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
 		{"docker.io:443/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
+		{"docker.io:0443/evil/x", Image{Name: "docker.io/evil/x", Tag: "latest"}},
+		{"registry-1.docker.io:000443/library/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
+		{"registry.hub.docker.com/library/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
+		{"registry.hub.docker.com:0443/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
+		{"quay.io:0443/untrusted/x", Image{Name: "quay.io/untrusted/x", Tag: "latest"}},
+		{"ghcr.io:443/untrusted/x", Image{Name: "ghcr.io/untrusted/x", Tag: "latest"}},
+		{"localhost:05000/x", Image{Name: "localhost:5000/x", Tag: "latest"}},
+		{"quay.io:0/x", Image{Name: "quay.io:0/x", Tag: "latest"}},
+		{"docker.io:5000/x", Image{Name: "docker.io:5000/x", Tag: "latest"}},
+		{"[::1]:0443/x", Image{Name: "[::1]/x", Tag: "latest"}},
 		{"Docker.IO/nginx", Image{Name: "docker.io/library/nginx", Tag: "latest"}},
 		{"Index.Docker.IO/acme/app", Image{Name: "docker.io/acme/app", Tag: "latest"}},
 		{"acme/app", Image{Name: "docker.io/acme/app", Tag: "latest"}},
 		{"Registry.Example.COM/team/app:v1", Image{Name: "registry.example.com/team/app", Tag: "v1"}},
-		{"Registry.Example.com:443/team/app", Image{Name: "registry.example.com:443/team/app", Tag: "latest"}},
+		{"Registry.Example.com:443/team/app", Image{Name: "registry.example.com/team/app", Tag: "latest"}},
 		{"registry.example.com:5000/team/app", Image{Name: "registry.example.com:5000/team/app", Tag: "latest"}},
 		{"localhost:5000/x", Image{Name: "localhost:5000/x", Tag: "latest"}},
 		{"localhost/x", Image{Name: "localhost/x", Tag: "latest"}},
@@ -94,9 +105,19 @@ func TestImagePatterns(t *testing.T) {
 			[]string{"quay.io/a/b", "localhost:5000/x", "docker.io.evil.com/x", "registry.example.com/docker.io/x", "docker.io:5000/x/y"}},
 		{"registry-1.docker.io:443/**", "docker.io/**",
 			[]string{"registry-1.docker.io:443/library/nginx", "Registry-1.Docker.IO:443/x/y", "nginx", "registry-1.docker.io/x/y"}, []string{"quay.io/x"}},
-		// A host without a port is the same registry as the host with :443, both ways.
-		{"quay.io/**", "quay.io/**", []string{"quay.io/a", "quay.io:443/a/b", "QUAY.IO:443/a"}, []string{"quay.io:8443/a", "quay.io.evil:443/a"}},
-		{"quay.io:*/**", "quay.io:*/**", []string{"quay.io:443/a", "quay.io:5000/a"}, []string{"quay.io/a"}},
+		// A host without a port is the same registry as the host on 443, in any spelling.
+		{"quay.io/**", "quay.io/**", []string{"quay.io/a", "quay.io:443/a/b", "QUAY.IO:443/a", "quay.io:0443/a", "quay.io:00443/a"}, []string{"quay.io:8443/a", "quay.io.evil:443/a", "quay.io:4430/a"}},
+		{"quay.io:0443/**", "quay.io/**", []string{"quay.io/a", "quay.io:443/a/b"}, []string{"quay.io:5000/a"}},
+		{"*.io:443/**", "*.io/**", []string{"quay.io/a", "ghcr.io:0443/a", "nginx"}, []string{"quay.io:5000/a"}},
+		// "*" is any port, the default included.
+		{"quay.io:*/**", "quay.io:*/**", []string{"quay.io:443/a", "quay.io:5000/a", "quay.io/a"}, []string{"ghcr.io/a"}},
+		{"localhost:05000/x", "localhost:5000/x", []string{"localhost:5000/x", "localhost:0005000/x"}, []string{"localhost/x", "localhost:50000/x"}},
+		// The name glob never reaches the port.
+		{"quay.*/**", "quay.*/**", []string{"quay.io/a", "quay.io:443/a"}, []string{"quay.io:5000/a"}},
+		// An IPv6 host matches its escaped literal only.
+		{`\[::1\]:5000/**`, `\[::1\]:5000/**`, []string{"[::1]:5000/a", "[::1]:05000/a"}, []string{"[::1]/a", "[::2]:5000/a"}},
+		{"[[]::1]:5000/**", "[[]::1]:5000/**", nil, []string{"[::1]:5000/a"}},
+		{"registry.hub.docker.com/**", "docker.io/**", []string{"nginx", "registry.hub.docker.com/x/y"}, []string{"quay.io/x"}},
 		{"index.docker.io/**", "docker.io/**", []string{"nginx", "acme/app"}, []string{"ghcr.io/x/y"}},
 		{"registry-1.docker.io/library/*", "docker.io/library/*", []string{"nginx", "docker.io/library/redis:7"}, []string{"acme/app"}},
 		{"docker.io/*", "docker.io/library/*", []string{"nginx"}, []string{"acme/app"}},
@@ -109,13 +130,14 @@ func TestImagePatterns(t *testing.T) {
 		{"*.example.com/**", "*.example.com/**", []string{"registry.example.com/a", "r2.example.com/a/b"}, []string{"example.com/a", "a.b.example.com.evil/x"}},
 		{"localhost:5000/x", "localhost:5000/x", []string{"localhost:5000/x", "LOCALHOST:5000/x:1"}, []string{"localhost/x", "localhost:5001/x", "docker.io/x"}},
 		{"registry.example.com:443/team/**", "registry.example.com/team/**", []string{"registry.example.com:443/team/a", "registry.example.com/team/a"}, []string{"registry.example.com:5000/team/a"}},
-		{"nginx:1.25", "docker.io/library/nginx:1.25", []string{"nginx:1.25", "nginx:1.25@" + dg}, []string{"nginx", "nginx:1.26", "nginx@" + dg}},
+		// A tag never matches a digest-pinned image: the digest decides what is pulled.
+		{"nginx:1.25", "docker.io/library/nginx:1.25", []string{"nginx:1.25"}, []string{"nginx", "nginx:1.26", "nginx@" + dg, "nginx:1.25@" + dg}},
 		{"nginx:1.*", "docker.io/library/nginx:1.*", []string{"nginx:1.25"}, []string{"nginx:2.0", "nginx"}},
-		// A digest-only reference has the empty tag, which "*" matches.
-		{"nginx:*", "docker.io/library/nginx:*", []string{"nginx", "nginx:x", "nginx@" + dg}, []string{"nginx-x:1"}},
+		{"nginx:*", "docker.io/library/nginx:*", []string{"nginx", "nginx:x"}, []string{"nginx-x:1", "nginx@" + dg, "nginx:x@" + dg}},
 		{"nginx:?*", "docker.io/library/nginx:?*", []string{"nginx", "nginx:x"}, []string{"nginx@" + dg}},
+		// A digest matches that digest, whatever the tag.
 		{"nginx@" + dg, "docker.io/library/nginx@" + dg, []string{"nginx@" + dg, "nginx:1@" + dg}, []string{"nginx:1", "nginx@" + dg1}},
-		{"nginx:1@" + dg, "docker.io/library/nginx:1@" + dg, []string{"nginx:1@" + dg}, []string{"nginx:2@" + dg, "nginx@" + dg}},
+		{"nginx:1@" + dg, "docker.io/library/nginx:1@" + dg, []string{"nginx:1@" + dg, "nginx:2@" + dg, "nginx@" + dg}, []string{"nginx:1", "nginx:1@" + dg1}},
 		{"localhost:5000/**:dev", "localhost:5000/**:dev", []string{"localhost:5000/a/b:dev"}, []string{"localhost:5000/a/b:prod"}},
 		{"MyReg/x", "myreg/x", []string{"MyReg/x", "MYREG/x"}, []string{"myreg/x", "docker.io/myreg/x"}},
 	}
@@ -160,6 +182,9 @@ func TestImagePatternErrors(t *testing.T) {
 		{strings.Repeat("H", 64) + "/x", "at most 63"},
 		{strings.Repeat("abc.", 64) + "io/x", "at most 253"},
 		{"Nginx", "lower-case"},
+		{"quay.io:/x", "must be a number"},
+		{"quay.io:44*/x", "must be a number"},
+		{"localhost:http/x", "must be a number"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.pattern, func(t *testing.T) {
@@ -250,4 +275,28 @@ func TestInitContainerImageDecides(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkOutcome(t, "without the init container", snap.Evaluate(&f).Outcome, want{class: "runc-rc", rule: "p/trusted", action: ActionSet, reason: []string{"every image matches registry.example.com/**"}})
+}
+
+func TestImagePatternWarnings(t *testing.T) {
+	const dg = "sha256:" + zeros
+	snap := compile(t, "warn", `apiVersion: isolator.dev/v1alpha1
+kind: RuntimePolicy
+spec:
+  runtimeClasses: [{name: kata-rc, sandboxed: true}, {name: runc-rc}]
+  rules:
+  - name: ipv6
+    runtimeClass: kata-rc
+    match: {anyImage: ["[::1]:5000/**", "\\[::1\\]:5000/**"]}
+  - name: tags
+    runtimeClass: kata-rc
+    match: {anyImage: ["docker.io/evil/x:latest", "quay.io/evil/**"], allImages: ["registry.example.com/app:v1", "nginx:1@`+dg+`"]}
+`)
+	want := []string{
+		`warn.yaml: spec.rules[0].match.anyImage[0]: "[::1]:5000/**" starts with a glob character class, not an IPv6 host; an IPv6 registry is matched only by its literal address with the brackets escaped: "\\[::1\\]:5000/**"`,
+		`warn.yaml: spec.rules[1].match.anyImage[0]: "docker.io/evil/x:latest" never matches a digest-pinned image (docker.io/evil/x:latest@sha256:...), whose digest, not its tag, decides what is pulled; a pod can pin a digest to pass this pattern by. Leave out the tag (docker.io/evil/x) to match every reference to the repository`,
+		`warn.yaml: spec.rules[1].match.allImages[1]: "nginx:1@` + dg + `" gives a tag and a digest; only the digest is compared, since it decides what is pulled`,
+	}
+	if got := snap.Warnings(); !slices.Equal(got, want) {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }

@@ -11,6 +11,8 @@ type ImagePattern struct {
 	Tag string
 	// Digest must equal the image's digest; empty matches any.
 	Digest string
+
+	compiled *imagePattern
 }
 
 // ParseImagePattern normalises and checks an anyImage/allImages pattern exactly as
@@ -20,7 +22,7 @@ func ParseImagePattern(p string) (ImagePattern, error) {
 	if err != nil {
 		return ImagePattern{}, err
 	}
-	out := ImagePattern{Segments: make([]string, len(ip.segs)), Tag: ip.tag, Digest: ip.digest}
+	out := ImagePattern{Segments: make([]string, len(ip.segs)), Tag: ip.tag, Digest: ip.digest, compiled: &ip}
 	for i, g := range ip.segs {
 		out.Segments[i] = g.pattern
 	}
@@ -30,9 +32,5 @@ func ParseImagePattern(p string) (ImagePattern, error) {
 // Matches reports whether the normalised image satisfies the pattern, exactly as
 // Evaluate matches it.
 func (p ImagePattern) Matches(img Image) bool {
-	ip := imagePattern{segs: make([]glob, len(p.Segments)), tag: p.Tag, tagG: newGlob(p.Tag), digest: p.Digest}
-	for i, s := range p.Segments {
-		ip.segs[i] = newGlob(s)
-	}
-	return ip.matches(&img)
+	return p.compiled != nil && p.compiled.matches(&img)
 }

@@ -74,8 +74,9 @@ func (m *PodMutator) decide(ctx context.Context, req *podRequest) verdict {
 	if req.Resource != podResource {
 		return *errored(http.StatusBadRequest, fmt.Errorf("%s expects pods, got %q: check the MutatingWebhookConfiguration's rules", MutatePath, req.Resource.Resource))
 	}
-	if req.Operation != admissionv1.Create || req.SubResource != "" {
-		return allowed("isolator decides pods on CREATE only")
+	update := req.Operation == admissionv1.Update
+	if (req.Operation != admissionv1.Create && !update) || req.SubResource != "" {
+		return allowed("isolator decides pods on CREATE, and on UPDATE that changes an image")
 	}
 	pod := req.Object
 	if pod == nil {
@@ -102,6 +103,9 @@ func (m *PodMutator) decide(ctx context.Context, req *podRequest) verdict {
 	if err != nil {
 		return m.finish(start, denied("isolator: "+err.Error()), nil, true)
 	}
+	if update {
+		return m.decideUpdate(ctx, start, pod, &facts)
+	}
 	// A class that isolator set itself in an earlier pass (reinvocation) is not the
 	// user's choice: decide afresh. A pod that fakes the annotation only gets decided.
 	ownClass := false
@@ -127,6 +131,23 @@ func (m *PodMutator) decide(ctx context.Context, req *podRequest) verdict {
 		ctrl.LoggerFrom(ctx).Info("runtime class replaced", "namespace", ns, "pod", pod.DisplayName(), "rule", d.Rule,
 			"from", *pod.Spec.RuntimeClassName, "to", d.RuntimeClass)
 	}
+	return m.finish(start, v, &d, true)
+}
+
+// decideUpdate answers an update of a running pod, which the webhook configuration
+// sends only when it changes an image: runtimeClassName can't change any more, so the
+// update is refused when the new images need a sandboxed class the pod doesn't run in.
+func (m *PodMutator) decideUpdate(ctx context.Context, start time.Time, pod *policy.Pod, facts *policy.Facts) verdict {
+	d := m.Policy().EvaluateUpdate(facts)
+	v := allowed("")
+	if d.Action == policy.ActionDeny {
+		v = denied("isolator: rule " + d.Rule + " refuses this update: " + d.Reason)
+		ctrl.LoggerFrom(ctx).Info("image update denied", "namespace", facts.Namespace, "pod", pod.DisplayName(), "rule", d.Rule, "reason", d.Reason)
+	}
+	v.audit[auditAtAction] = string(d.Action)
+	v.audit[auditAtRuntimeClass] = d.RuntimeClass
+	v.audit[auditAtRule] = d.Rule
+	v.audit[auditAtReason] = d.Reason
 	return m.finish(start, v, &d, true)
 }
 

@@ -79,6 +79,15 @@ func (p *celPolicy) admit(ctx context.Context, pod *corev1.Pod, ns *corev1.Names
 	return p.decide(ctx, podsGVR, attributes(pod, username), ns)
 }
 
+// update evaluates the policy for an UPDATE of pod old to pod in namespace ns by username.
+func (p *celPolicy) update(ctx context.Context, old, pod *corev1.Pod, ns *corev1.Namespace, username string) verdict {
+	gvk := schema.GroupVersionKind{Version: "v1", Kind: "Pod"}
+	attr := admission.NewAttributesRecord(pod, old, gvk, pod.Namespace, pod.Name, podsGVR, "", admission.Update, &metav1.UpdateOptions{}, false, &user.DefaultInfo{Name: username})
+	va := &admission.VersionedAttributes{Attributes: attr, VersionedKind: gvk,
+		VersionedObject: admission.NewLazyObject(pod), VersionedOldObject: admission.NewLazyObject(old)}
+	return p.decide(ctx, podsGVR, va, ns)
+}
+
 // admitRequest evaluates the policy for any request.
 func (p *celPolicy) admitRequest(ctx context.Context, gvr schema.GroupVersionResource, gvk schema.GroupVersionKind, op admission.Operation, obj, old runtime.Object, u user.Info) verdict {
 	var opts runtime.Object = &metav1.CreateOptions{}

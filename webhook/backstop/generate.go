@@ -134,7 +134,7 @@ func Generate(snap *policy.Snapshot, opts Options) ([]*admissionregistrationv1.V
 	vars := []admissionregistrationv1.Variable{
 		{Name: "nsLabels", Expression: `has(namespaceObject.metadata.labels) ? namespaceObject.metadata.labels : {}`},
 		{Name: "podLabels", Expression: `has(object.metadata.labels) ? object.metadata.labels : {}`},
-		{Name: "images", Expression: imagesExpr},
+		{Name: "images", Expression: imagesOf("object", true)},
 		{Name: "rc", Expression: `has(object.spec.runtimeClassName) ? object.spec.runtimeClassName : ""`},
 		{Name: "hostNamespaces", Expression: hostNamespacesExpr},
 		{Name: "podName", Expression: podNameExpr},
@@ -164,8 +164,11 @@ func Generate(snap *policy.Snapshot, opts Options) ([]*admissionregistrationv1.V
 			FailurePolicy: ptr(admissionregistrationv1.Fail),
 			MatchConstraints: &admissionregistrationv1.MatchResources{
 				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					// A running pod's images can change (kubectl set image, a patch); its
+					// runtime class can't. An update that changes an image is checked as
+					// a creation would be (the match condition below).
 					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
 						Rule: admissionregistrationv1.Rule{
 							APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"},
 						},
@@ -189,6 +192,11 @@ func Generate(snap *policy.Snapshot, opts Options) ([]*admissionregistrationv1.V
 				Name: "not-a-kubelet-mirror-pod",
 				Expression: `!(has(object.metadata.annotations) && "` + MirrorPodAnnotation +
 					`" in object.metadata.annotations && request.userInfo.username.startsWith("system:node:"))`,
+			}, {
+				// Other updates (labels, annotations, finalizers, ...) can't change which
+				// class the pod needs by its images, and are left alone.
+				Name:       ImageChangeCondition,
+				Expression: imageChangeExpr,
 			}},
 			Variables: vars,
 			Validations: []admissionregistrationv1.Validation{
@@ -252,21 +260,46 @@ func acceptedList(snap *policy.Snapshot, class string) []string {
 	return out
 }
 
+// ImageChangeCondition names the match condition that lets through creations, the
+// ephemeral containers subresource, and only those updates that change an image.
+const ImageChangeCondition = "create-or-image-change"
+
+// ImageChangeExpression holds for every request but an update of a pod that leaves
+// the images of its containers and init containers as they were. The webhook
+// configuration's match condition of the same name is this expression, so that the
+// webhook and the backstop see the same updates.
+var ImageChangeExpression = `request.operation != "UPDATE" || ` + imagesOf("object", false) + ` != ` + imagesOf("oldObject", false)
+
+// imageChangeExpr is ImageChangeExpression for the backstop, which also checks the
+// ephemeral containers subresource.
+var imageChangeExpr = `(has(request.subResource) && request.subResource != "") || ` + ImageChangeExpression
+
+// imagesOf lists the images of obj's containers and init containers, and with
+// ephemeral, of its ephemeral containers.
+func imagesOf(obj string, ephemeral bool) string {
+	list := func(field string) string {
+		return `(has(` + obj + `.spec.` + field + `) ? ` + obj + `.spec.` + field + `.map(c, has(c.image) ? c.image : "") : [])`
+	}
+	s := obj + `.spec.containers.map(c, has(c.image) ? c.image : "") + ` + list("initContainers")
+	if ephemeral {
+		s += " + " + list("ephemeralContainers")
+	}
+	return s
+}
+
 // Denial messages: one line each, naming the pod, the rule and the fix.
 const (
 	requiredMessage = `"pod " + variables.podName + " in namespace " + request.namespace + ` +
 		`" must run in runtime class " + variables.required[0] + " (isolator rule " + variables.rule + ")" + ` +
+		`(request.operation == "UPDATE" ? ", but it runs in " + (variables.rc == "" ? "the default runtime" : variables.rc) + ` +
+		`" and a running pod's runtimeClassName can't change; this change of its images needs a new pod: change the workload's pod template, or delete and recreate the pod" : ` +
 		`(variables.rc == "" ? ", but it names none: the isolator webhook, which sets it, did not handle the pod" : ", but it names " + variables.rc) + ` +
-		`"; set spec.runtimeClassName to one of: " + variables.required.join(", ")`
+		`"; set spec.runtimeClassName to one of: " + variables.required.join(", "))`
 	hostNamespacesMessage = `"pod " + variables.podName + " in namespace " + request.namespace + ` +
 		`" uses hostNetwork, hostPID or hostIPC, but runtime class " + variables.rc + ` +
 		`" is a sandboxed (VM) class that cannot share the host's namespaces; ` +
 		`remove them, or run the pod where the policy does not require a sandbox"`
 )
-
-const imagesExpr = `object.spec.containers.map(c, has(c.image) ? c.image : "") + ` +
-	`(has(object.spec.initContainers) ? object.spec.initContainers.map(c, has(c.image) ? c.image : "") : []) + ` +
-	`(has(object.spec.ephemeralContainers) ? object.spec.ephemeralContainers.map(c, has(c.image) ? c.image : "") : [])`
 
 const hostNamespacesExpr = `(has(object.spec.hostNetwork) && object.spec.hostNetwork) || ` +
 	`(has(object.spec.hostPID) && object.spec.hostPID) || (has(object.spec.hostIPC) && object.spec.hostIPC)`

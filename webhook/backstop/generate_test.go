@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -144,9 +145,12 @@ func TestGenerateObjectShape(t *testing.T) {
 		t.Errorf("binding namespaceSelector = %+v, want kubernetes.io/metadata.name NotIn [isolator kube-system]", sel)
 	}
 	rr := v.Spec.MatchConstraints.ResourceRules
-	if len(rr) != 2 || !slices.Equal(rr[0].Resources, []string{"pods"}) || len(rr[0].Operations) != 1 || rr[0].Operations[0] != "CREATE" ||
+	if len(rr) != 2 || !slices.Equal(rr[0].Resources, []string{"pods"}) || !slices.Equal(rr[0].Operations, []admissionregistrationv1.OperationType{"CREATE", "UPDATE"}) ||
 		!slices.Equal(rr[1].Resources, []string{"pods/ephemeralcontainers"}) || len(rr[1].Operations) != 1 || rr[1].Operations[0] != "UPDATE" {
-		t.Errorf("matchConstraints = %+v, want pods CREATE and pods/ephemeralcontainers UPDATE", rr)
+		t.Errorf("matchConstraints = %+v, want pods CREATE and UPDATE, and pods/ephemeralcontainers UPDATE", rr)
+	}
+	if mc := v.Spec.MatchConditions; len(mc) != 2 || mc[1].Name != ImageChangeCondition {
+		t.Errorf("matchConditions = %+v, want the mirror-pod condition and %s", mc, ImageChangeCondition)
 	}
 }
 
@@ -167,6 +171,9 @@ var (
 		"ghcr.io/acme/app:1", "registry.example.com/platform/ledger:2.0.1", "REGISTRY.example.com/platform/cache",
 		"registry.example.com/shop/storefront:1.4.2", "registry.k8s.io/pause:3.10", "registry.example.com/agents/fluent-bit:3",
 		"localhost:5000/x", "registry.example.com/platform/runner@sha256:" + strings.Repeat("e", 64),
+		// Other spellings of the same registries.
+		"registry.example.com:0443/platform/ledger:2.0.1", "REGISTRY.EXAMPLE.COM:443/shop/storefront", "docker.io:0443/library/nginx",
+		"registry.hub.docker.com/bitnami/redis", "quay.io:00443/prometheus/node-exporter", "localhost:05000/x",
 	}
 	podLabelSets = []map[string]string{
 		nil, {"app": "ci-runner"}, {"app": "web"}, {"app.kubernetes.io/name": "gitlab-runner"},
@@ -204,6 +211,12 @@ func randomPod(r *rand.Rand, i int) (*corev1.Pod, *corev1.Namespace) {
 
 func evaluate(t testing.TB, snap *policy.Snapshot, pod *corev1.Pod, ns *corev1.Namespace) policy.Decision {
 	t.Helper()
+	f := facts(t, pod, ns)
+	return snap.Evaluate(&f)
+}
+
+func facts(t testing.TB, pod *corev1.Pod, ns *corev1.Namespace) policy.Facts {
+	t.Helper()
 	data, err := json.Marshal(pod)
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +229,7 @@ func evaluate(t testing.TB, snap *policy.Snapshot, pod *corev1.Pod, ns *corev1.N
 	if err != nil {
 		t.Fatal(err)
 	}
-	return snap.Evaluate(&f)
+	return f
 }
 
 // decidedClass is the class the winning rule (or the default) picks, before the pod's
@@ -313,6 +326,83 @@ func TestBackstopAgreesWithEvaluate(t *testing.T) {
 			t.Logf("%d denied, %d admitted", denied, admitted)
 		})
 	}
+}
+
+// TestBackstopAgreesOnImageUpdates: an update that changes a running pod's images is
+// refused by the backstop exactly when Snapshot.EvaluateUpdate refuses it (the new
+// images need a sandboxed class the pod does not run in), and an update that leaves
+// the images alone is never refused, whatever the policy now says of the pod.
+func TestBackstopAgreesOnImageUpdates(t *testing.T) {
+	ctx := context.Background()
+	var denied, allowed int
+	for _, files := range [][]string{exampleFiles(t), {filepath.Join(examplesDir, "untrusted-images.yaml")}, {filepath.Join(examplesDir, "policies.yaml")}} {
+		d, a := imageUpdates(ctx, t, files)
+		denied, allowed = denied+d, allowed+a
+	}
+	if denied < 50 || allowed < 50 {
+		t.Errorf("%d image updates denied, %d allowed: the random pods miss one side", denied, allowed)
+	}
+	t.Logf("%d image updates denied, %d allowed", denied, allowed)
+}
+
+func imageUpdates(ctx context.Context, t *testing.T, files []string) (denied, allowed int) {
+	snap := loadSnapshot(t, files...)
+	vaps, _, err := Generate(snap, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := compilePolicy(t, vaps[0])
+	r := rand.New(rand.NewPCG(11, uint64(len(files))))
+	for i := range 600 {
+		pod, ns := randomPod(r, i)
+		pod.Spec.HostNetwork, pod.Spec.HostPID = false, false
+		// The pod as it runs: as the webhook admitted it, or as it came while the
+		// webhook was down and the backstop let it pass.
+		switch d := evaluate(t, snap, pod, ns); d.Action {
+		case policy.ActionSet, policy.ActionReplace, policy.ActionKeep:
+			c := d.RuntimeClass
+			pod.Spec.RuntimeClassName = &c
+		case policy.ActionDeny:
+			continue
+		}
+		if v := p.admit(ctx, pod, ns, "alice"); v.denied || len(v.errors) > 0 {
+			continue
+		}
+		updated := pod.DeepCopy()
+		updated.Labels = map[string]string{"changed": "yes"}
+		if v := p.update(ctx, pod, updated, ns, "alice"); v.denied || len(v.errors) > 0 {
+			t.Errorf("pod %s/%s: an update that changes no image is refused: %v %v", ns.Name, pod.Name, v.messages, v.errors)
+		}
+		for j := range updated.Spec.Containers {
+			if r.IntN(2) == 0 {
+				updated.Spec.Containers[j].Image = pick(r, podImages)
+			}
+		}
+		if len(updated.Spec.InitContainers) > 0 && r.IntN(2) == 0 {
+			updated.Spec.InitContainers[0].Image = pick(r, podImages)
+		}
+		if slices.Equal(images(updated), images(pod)) {
+			updated.Spec.Containers[0].Image = pick(r, podImages[:3])
+		}
+		f := facts(t, updated, ns)
+		want := snap.EvaluateUpdate(&f)
+		v := p.update(ctx, pod, updated, ns, "alice")
+		if len(v.errors) > 0 {
+			t.Fatalf("pod %s/%s: CEL errors: %v", ns.Name, pod.Name, v.errors)
+		}
+		if wantDeny := want.Action == policy.ActionDeny; v.denied != wantDeny {
+			t.Errorf("pod %s/%s in %v, images %v -> %v: backstop denied=%v, EvaluateUpdate: %+v; messages %v",
+				ns.Name, pod.Name, pod.Spec.RuntimeClassName, images(pod), images(updated), v.denied, want.Outcome, v.messages)
+		} else if v.denied && !strings.Contains(strings.Join(v.messages, " "), "isolator rule "+want.Rule) {
+			t.Errorf("pod %s/%s: denial %q does not name rule %s", ns.Name, pod.Name, v.messages, want.Rule)
+		}
+		if v.denied {
+			denied++
+		} else {
+			allowed++
+		}
+	}
+	return denied, allowed
 }
 
 func images(p *corev1.Pod) []string {

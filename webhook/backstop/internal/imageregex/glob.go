@@ -118,9 +118,10 @@ var (
 	namespaceAlphabet = setOf(lower + digits + "-")
 	// pathAlphabet: repository path components are lower-case (distribution/reference).
 	pathAlphabet = setOf(lower + digits + "._-")
-	// hostAlphabet is a registry host with port or an IPv6 literal, lower-cased: hosts
-	// compare case-insensitively, so host regexes run under (?i).
-	hostAlphabet = setOf(lower + digits + ".-:[]")
+	// nameAlphabet is a registry host's name without its port, lower-cased: hosts
+	// compare case-insensitively, so host regexes run under (?i). IPv6 literals are
+	// rendered apart.
+	nameAlphabet = setOf(lower + digits + ".-")
 	// tagAlphabet: [\w][\w.-]*; tags are case-sensitive.
 	tagAlphabet = setOf(lower + upperL + digits + "_.-")
 

@@ -9,7 +9,7 @@ import (
 
 // dockerHubAliases are the registry hosts NormalizeImage folds into docker.io. The
 // differential tests fail if this list and the policy package drift apart.
-var dockerHubAliases = []string{"docker.io", "index.docker.io", "registry-1.docker.io"}
+var dockerHubAliases = []string{"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 
 // Image renders a normalised image pattern as an anchored RE2 regex over the RAW
 // image string of a container, as the pod spec spells it. It accepts exactly the valid
@@ -72,8 +72,19 @@ func MatchesEveryName(q []string) bool {
 	return len(q) > 0
 }
 
-// aliasHosts are the Docker Hub hosts, with or without the HTTPS port.
-const aliasHosts = `(?i:docker\.io|index\.docker\.io|registry-1\.docker\.io)(?::443)?`
+// aliasHosts are the Docker Hub hosts, without a port or on the HTTPS port (443, in any
+// spelling: ports are numbers, so 0443 is 443 too).
+const aliasHosts = `(?i:docker\.io|index\.docker\.io|registry-1\.docker\.io|registry\.hub\.docker\.com)` + httpsPort + `?`
+
+// Ports as a raw reference may spell them: digits, leading zeros allowed.
+const (
+	// httpsPort is the default port, which the canonical host leaves out.
+	httpsPort = `(?::0*443)`
+	// anyPort is any port.
+	anyPort = `:[0-9]+`
+	// otherPort is any port but 443.
+	otherPort = `:0*(?:[0-9]{1,2}|[1-35-9][0-9]{2}|4[0-35-9][0-9]|44[0-24-9]|[1-9][0-9]{3,})`
+)
 
 func (r *imageRenderer) glob(g string, alpha charset) (string, bool) {
 	s, ok, err := globRegex(g, alpha)
@@ -91,7 +102,7 @@ func (r *imageRenderer) name(q []string) (string, bool) {
 			alts = append(alts, s)
 		}
 	}
-	for _, qd := range derive(q, policy.DockerHub) {
+	for _, qd := range hubDerive(q) {
 		// (a) a bare official image: docker.io/library/f.
 		for _, ql := range derive(qd, "library") {
 			add(r.single(ql))
@@ -113,9 +124,64 @@ func (r *imageRenderer) name(q []string) (string, bool) {
 		}
 	}
 	// (d) any other registry.
-	add(r.first(q, r.registry))
+	add(r.registryNames(q))
 	return alternation(alts)
 }
+
+// hubDerive is derive(q, "docker.io") for a pattern whose first segment is its own
+// registry host (or "**"): the host matches docker.io when its name glob does and its
+// port is the default or any.
+func hubDerive(q []string) [][]string {
+	if len(q) == 0 || q[0] == "**" {
+		return derive(q, policy.DockerHub)
+	}
+	name, port, _ := policy.SplitHostPort(q[0])
+	if (port == "" || port == "*") && globMatch(name, policy.DockerHub) {
+		return [][]string{q[1:]}
+	}
+	return nil
+}
+
+// registryNames renders "host/rest" names of registries other than Docker Hub that q
+// matches, mirroring the policy's matcher: q's first segment is the pattern's own host
+// (a name glob and a port), or "**", which takes the host and maybe more, or takes
+// nothing and leaves the next glob to land on the host's name, whatever its port.
+func (r *imageRenderer) registryNames(q []string) (string, bool) {
+	q = skipStars(q)
+	if len(q) == 0 {
+		return "", false
+	}
+	host, rest := q[0], q[1:]
+	var h string
+	var ok bool
+	if host == "**" {
+		var alts []string
+		if names, ok := r.names(q); ok {
+			alts = append(alts, anyRegistry+"/"+names)
+		}
+		if len(rest) > 0 {
+			if s, ok := r.registry(rest[0], "*"); ok {
+				if names, ok := r.names(rest[1:]); ok {
+					alts = append(alts, s+"/"+names)
+				}
+			}
+		}
+		return alternation(alts)
+	}
+	name, port, _ := policy.SplitHostPort(host)
+	if h, ok = r.registry(name, port); !ok {
+		return "", false
+	}
+	names, ok := r.names(rest)
+	if !ok {
+		return "", false
+	}
+	return h + "/" + names, true
+}
+
+// anyRegistry is any registry host a reference can name: one with a '.', localhost or
+// an upper-case letter, any name with a port, or an IPv6 literal.
+const anyRegistry = `(?:[-.0-9A-Za-z]*[.A-Z][-.0-9A-Za-z]*(?::[0-9]+)?|(?i:localhost)(?::[0-9]+)?|[-.0-9A-Za-z]+:[0-9]+|\[[0-9A-Fa-f:]+\](?::[0-9]+)?)`
 
 // derive returns the segment lists q' with: s/n matches q iff n matches some q', for
 // every non-empty name n.
@@ -275,31 +341,32 @@ func (r *imageRenderer) hubFirst(g string) (string, bool) {
 	return a.excluding(a.start(), words, false)
 }
 
-// registry renders a first component that names a registry other than Docker Hub and
-// whose lower-cased form matches g.
-func (r *imageRenderer) registry(g string) (string, bool) {
-	ts, err := globTokens(g, hostAlphabet)
+// registry renders the raw spellings of a registry host other than Docker Hub whose
+// canonical name matches the glob g and whose port is port: "" for the default (443,
+// which a raw host may spell or leave out), "*" for any, or a number (which a raw host
+// may spell with leading zeros). Without a port, a raw host names a registry only when
+// it has a '.', is localhost or has an upper-case letter; with one, always. The Docker
+// Hub aliases are a registry of their own only with a port other than 443.
+func (r *imageRenderer) registry(g, port string) (string, bool) {
+	ts, err := globTokens(g, nameAlphabet)
 	if err != nil {
 		r.err = err
 		return "", false
 	}
-	var alts []string
-	// With '.' or ':': any case, but not a Docker Hub alias.
-	var words []string
+	var aliases []string
 	for _, h := range dockerHubAliases {
-		for _, w := range []string{h, h + policy.HTTPSPort} {
-			if globMatch(g, w) {
-				words = append(words, w)
-			}
+		if globMatch(g, h) {
+			aliases = append(aliases, h)
 		}
 	}
-	a := &nfa{ts: ts, alpha: hostAlphabet, need: dotOrColon}
-	if s, ok := a.excluding(a.start(), words, true); ok {
-		alts = append(alts, "(?i:"+s+")")
+	// qualified: the names that are a registry without a port, and no alias.
+	var qualified []string
+	a := &nfa{ts: ts, alpha: nameAlphabet, need: setOf(".")}
+	if s, ok := a.excluding(a.start(), aliases, true); ok {
+		qualified = append(qualified, "(?i:"+s+")")
 	}
-	// localhost, in any case.
 	if globMatch(g, "localhost") {
-		alts = append(alts, "(?i:localhost)")
+		qualified = append(qualified, "(?i:localhost)")
 	}
 	// Neither '.' nor ':': a registry only when some letter is upper-case.
 	plain := make([]token, len(ts))
@@ -308,44 +375,104 @@ func (r *imageRenderer) registry(g string) (string, bool) {
 		plain[i] = token{set: s.or(s.upper()), star: t.star}
 	}
 	if s, ok := renderContaining(plain, upperSet); ok {
-		alts = append(alts, s)
+		qualified = append(qualified, s)
 	}
-	// A host that matches is the same registry spelled with the HTTPS port.
-	s, ok := alternation(alts)
-	if !ok {
-		return "", false
+	// nonAlias: every name but the aliases; all: every name.
+	var nonAlias, all string
+	var nonAliasOK, allOK bool
+	if s, ok := a.excluding(a.start(), aliases, false); ok {
+		nonAlias, nonAliasOK = "(?i:"+s+")", true
 	}
-	return "(?:" + s + ")(?::443)?", true
+	if s, ok := renderTokens(ts); ok {
+		all, allOK = "(?i:"+s+")", true
+	}
+	var alts []string
+	addPort := func(name string, ok bool, port string) {
+		if ok {
+			alts = append(alts, name+port)
+		}
+	}
+	q, qOK := alternation(qualified)
+	// Most host globs are a name with a '.': every name they match is a registry on
+	// its own, and one alternative with an optional port covers both.
+	same := qOK && nonAliasOK && q == nonAlias
+	switch {
+	case port == "" && same:
+		addPort(q, true, httpsPort+"?")
+	case port == "":
+		addPort(q, qOK, "")
+		addPort(nonAlias, nonAliasOK, httpsPort)
+	case port == "*":
+		if same {
+			addPort(q, true, "(?:"+anyPort+")?")
+		} else {
+			addPort(q, qOK, "")
+			addPort(nonAlias, nonAliasOK, anyPort)
+		}
+		al, alOK := alternation(quoteAll(aliases))
+		addPort("(?i:"+al+")", alOK, otherPort)
+	default:
+		addPort(all, allOK, ":0*"+port)
+	}
+	// An IPv6 literal is matched only by the same literal (policy.matchHostName).
+	if lit, ok := unescapeLiteral(g); ok && strings.HasPrefix(lit, "[") {
+		switch port {
+		case "":
+			alts = append(alts, "(?i:"+regexp.QuoteMeta(lit)+")"+httpsPort+"?")
+		case "*":
+			alts = append(alts, "(?i:"+regexp.QuoteMeta(lit)+")(?:"+anyPort+")?")
+		default:
+			alts = append(alts, "(?i:"+regexp.QuoteMeta(lit)+"):0*"+port)
+		}
+	}
+	return alternation(alts)
 }
 
-// suffix renders the tag and digest part.
+func quoteAll(words []string) []string {
+	out := make([]string, len(words))
+	for i, w := range words {
+		out[i] = regexp.QuoteMeta(w)
+	}
+	return out
+}
+
+// unescapeLiteral returns a glob's text with its escapes removed, and whether it has no
+// wildcard, as the policy reads a registry name.
+func unescapeLiteral(g string) (string, bool) {
+	var b strings.Builder
+	for i := 0; i < len(g); i++ {
+		switch g[i] {
+		case '*', '?', '[':
+			return "", false
+		case '\\':
+			i++
+			if i == len(g) {
+				return "", false
+			}
+		}
+		b.WriteByte(g[i])
+	}
+	return b.String(), true
+}
+
+// suffix renders the tag and digest part. A pattern's digest is the whole test (the
+// digest decides what is pulled, whatever the tag says); a pattern's tag never matches
+// a digest-pinned image.
 func (r *imageRenderer) suffix(p policy.ImagePattern) (string, bool) {
 	const anyTag = `(?::[-.\w]+)?`
-	digest := `@[-+.:\w]+`
-	if p.Digest != "" {
-		digest = "@" + regexp.QuoteMeta(p.Digest)
-	}
-	if p.Tag == "" {
-		if p.Digest == "" {
-			return anyTag + "(?:" + digest + ")?", true
-		}
-		return anyTag + digest, true
+	switch {
+	case p.Digest != "":
+		return anyTag + "@" + regexp.QuoteMeta(p.Digest), true
+	case p.Tag == "":
+		return anyTag + `(?:@[-+.:\w]+)?`, true
 	}
 	var alts []string
 	if tag, ok := r.glob(p.Tag, tagAlphabet); ok {
-		if p.Digest == "" {
-			alts = append(alts, ":"+tag+"(?:"+digest+")?")
-		} else {
-			alts = append(alts, ":"+tag+digest)
-		}
+		alts = append(alts, ":"+tag)
 	}
-	// An image with neither tag nor digest is tagged latest; one with only a digest
-	// has an empty tag.
-	if p.Digest == "" && globMatch(p.Tag, "latest") {
+	// An image with neither tag nor digest is tagged latest.
+	if globMatch(p.Tag, "latest") {
 		alts = append(alts, "")
-	}
-	if globMatch(p.Tag, "") {
-		alts = append(alts, digest)
 	}
 	return alternation(alts)
 }

@@ -27,6 +27,12 @@ var diffImages = []string{
 	"docker.io/library/a/b", "index.docker.io/a/b/c", "library/library", "a/b/c/d/e",
 	"registry-1.docker.io/x", "xdocker.io/app", "notdocker.io/nginx", "docker.iox/app",
 	"index.docker.io:443/nginx", "docker.io:5000/nginx", "eu.gcr.io/p/app@sha256:" + strings.Repeat("c", 64),
+	// One port, many spellings: a port is a number, and 443 is the default.
+	"quay.io:0443/untrusted/x", "quay.io:00443/a", "QUAY.IO:443/a", "docker.io:0443/evil/x",
+	"registry-1.docker.io:000443/library/nginx", "localhost:05000/app", "ghcr.io:443/untrusted/x",
+	"registry.hub.docker.com/library/nginx", "registry.hub.docker.com:0443/evil/x", "[::1]/app",
+	"[::1]:0443/app", "[::1]:05000/app", "myreg:443/app", "myreg:0443/a/b", "docker.io:05000/nginx",
+	"quay.io:4430/a", "quay.io:44/a", "quay.io:0/a",
 }
 
 var diffPatterns = []string{
@@ -42,6 +48,10 @@ var diffPatterns = []string{
 	"gcr.io/distroless/static:non?oot", "[[]::1]:5000/**", "127.0.0.1:*/app",
 	"**/app", "**:1", "**/library/**", "docker.io/library/*", "registry/**",
 	"[a-z]*/**", "[^l]*/app", "foo.bar", "library/foo.bar", "*.bar", "x*/**", "*/library",
+	"quay.io/**", "quay.io:443/**", "quay.io:0443/untrusted/**", "ghcr.io/untrusted/**",
+	"*.io:443/**", "quay.io:*/**", "docker.io:*/**", "*:*/**", "localhost:05000/app",
+	"localhost:5000/**", `\[::1\]:5000/**`, `\[::1\]/**`, "myreg:443/**", "**/quay.io/**",
+	"**/quay*/a", "quay.io:0/**", "registry.hub.docker.com/**", "*.docker.com/**",
 }
 
 // diffStats counts the compared pairs, so a test can show it compared something.
@@ -130,10 +140,14 @@ func TestImageRandom(t *testing.T) {
 }
 
 var (
-	hosts   = []string{"", "", "docker.io", "index.docker.io", "registry-1.docker.io", "Docker.IO", "localhost", "LocalHost", "localhost:5000", "quay.io", "Quay.io", "r.example.com", "R", "lib", "library"}
+	hosts = []string{"", "", "docker.io", "index.docker.io", "registry-1.docker.io", "Docker.IO", "localhost", "LocalHost", "localhost:5000", "quay.io", "Quay.io", "r.example.com", "R", "lib", "library",
+		// Ports in their spellings.
+		"quay.io:443", "quay.io:0443", "Quay.io:00443", "quay.io:5000", "localhost:05000", "docker.io:0443", "docker.io:5000",
+		"registry-1.docker.io:443", "registry.hub.docker.com", "r.example.com:443", "lib:443", "[::1]", "[::1]:5000", "[::1]:0443"}
 	pathSeg = []string{"library", "nginx", "a", "b", "app", "foo.bar", "x-y", "x_y", "localhost", "docker.io"}
 	tags    = []string{"", "", "latest", "1.25", "v1", "Latest", "x_Y"}
-	globSeg = []string{"*", "**", "?", "a*", "*a*", "[a-n]*", "[^l]*", "*.io", "*.*", "*:5000", "local*", "*ocker.io", "index.*", "[d-i]*", "x?y", "*.bar", "[.]io"}
+	globSeg = []string{"*", "**", "?", "a*", "*a*", "[a-n]*", "[^l]*", "*.io", "*.*", "*:5000", "local*", "*ocker.io", "index.*", "[d-i]*", "x?y", "*.bar", "[.]io",
+		"*:443", "*.io:*", "localhost:*", "quay.io:0443", "*:05000", `\[::1\]`, `\[::1\]:*`, "[[]::1]:5000", "docker.io:*", "*.com"}
 	tagGlob = []string{"", "", "*", "1.*", "latest", "[A-Z]*", "?atest", "v?"}
 	digestA = "sha256:" + strings.Repeat("a", 64)
 )
@@ -245,5 +259,5 @@ func ExampleImage() {
 	p, _ := policy.ParseImagePattern("registry.example.com/platform/**")
 	re, _, _ := Image(p)
 	fmt.Println(re)
-	// Output: ^(?:(?i:registry\.example\.com))(?::443)?/platform(?:/[\-.0-9_a-z]+(?:/[\-.0-9_a-z]+)*)?(?::[-.\w]+)?(?:@[-+.:\w]+)?$
+	// Output: ^(?i:registry\.example\.com)(?::0*443)?/platform(?:/[\-.0-9_a-z]+(?:/[\-.0-9_a-z]+)*)?(?::[-.\w]+)?(?:@[-+.:\w]+)?$
 }
