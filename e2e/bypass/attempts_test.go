@@ -38,7 +38,9 @@ func TestPodNamesLessIsolatedClass(t *testing.T) {
 	if _, err := cp.Client().NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cp.Client().NodeV1().RuntimeClasses().Delete(context.Background(), "runc-custom", metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = cp.Client().NodeV1().RuntimeClasses().Delete(context.Background(), "runc-custom", metav1.DeleteOptions{})
+	})
 	p = pod("shop", "", "registry.example.com/shop/web:1")
 	p.Spec.RuntimeClassName = ptr("runc-custom")
 	_, err = attempt(t, ctx, p)
