@@ -281,6 +281,10 @@ func FuzzImageMatch(f *testing.F) {
 	f.Add("localhost:5000/x", "**/x/**", "x/x/x/x")
 	f.Add("registry-1.docker.io:443/library/nginx", "**/**/nginx", "a/nginx")
 	f.Add("a.b/c/d/e", "a.b/*/**/e", "c/d/e/e")
+	f.Add("quay.io:0443/untrusted/x", "quay.io:443/untrusted/**", "untrusted/x")
+	f.Add("localhost:05000/a", "localhost:5000/*", "a")
+	f.Add("[::1]:0443/a", `\[::1\]:*/**`, "a")
+	f.Add("registry.hub.docker.com:443/a/b", "**/quay*/b", "a/b")
 	f.Fuzz(func(t *testing.T, ref, pattern, name string) {
 		if img, err := NormalizeImage(ref); err == nil {
 			if again, err := NormalizeImage(img.String()); err == nil && again == img && !strings.Contains(img.Name, "[") {

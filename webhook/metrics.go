@@ -17,6 +17,7 @@ type Metrics struct {
 	LastReload       prometheus.Gauge
 	ConfigMaps       *prometheus.GaugeVec
 	PolicyDenials    *prometheus.CounterVec
+	Shed             *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics, unregistered.
@@ -55,6 +56,10 @@ func NewMetrics() *Metrics {
 			Name: "isolator_policy_validation_denials_total",
 			Help: "Policy ConfigMap writes refused by the /validate-policy webhook, by operation.",
 		}, []string{"operation"}),
+		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "isolator_admission_requests_shed_total",
+			Help: "Admission requests not answered because of their body, by reason: too_large (over 7 MiB), slow (not all there within the read timeout) or busy (every large-body slot taken until the read deadline; the apiserver fails open to the backstop).",
+		}, []string{"reason"}),
 	}
 }
 
@@ -64,5 +69,5 @@ func (m *Metrics) MustRegister(reg prometheus.Registerer) {
 	if reg == nil {
 		reg = metrics.Registry
 	}
-	reg.MustRegister(m.Decisions, m.AuditDecisions, m.DecisionDuration, m.Rules, m.Reloads, m.LastReload, m.ConfigMaps, m.PolicyDenials)
+	reg.MustRegister(m.Decisions, m.AuditDecisions, m.DecisionDuration, m.Rules, m.Reloads, m.LastReload, m.ConfigMaps, m.PolicyDenials, m.Shed)
 }

@@ -48,6 +48,11 @@ type PodMutator struct {
 	Metrics        *Metrics
 	// Images caches normalised image references; nil normalises every time.
 	Images *policy.ImageCache
+	// LargeBodySlots bounds the bodies over 64 KiB read at once; nil makes LargeBodies.
+	LargeBodySlots chan struct{}
+	// BodyReadTimeout bounds reading one request body; 0 means BodyReadTimeout.
+	BodyReadTimeout time.Duration
+	slotsOnce      sync.Once
 
 	// decisions and auditDecisions cache the counters of Metrics by decisionKey.
 	decisions, auditDecisions sync.Map

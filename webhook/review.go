@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"context"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +22,41 @@ import (
 // MaxReviewBytes caps an AdmissionReview body, as controller-runtime does: the apiserver
 // caps objects at about 3 MiB in etcd and requests at 3 MiB plus overhead.
 const MaxReviewBytes = 7 << 20
+
+// Bounds on reading request bodies, so that clients that send slowly, or stop halfway,
+// can't make the webhook hold memory it lacks (the apiserver sends a whole review at
+// once, in well under a second).
+const (
+	// BodyReadTimeout bounds reading one body, from the first byte of the request. The
+	// apiserver gives a webhook call at most 30 s (timeoutSeconds), and isolator's
+	// configuration 3 s.
+	BodyReadTimeout = 10 * time.Second
+	// smallBody is what any request may read at once; nearly every pod's review fits.
+	smallBody = 64 << 10
+	// LargeBodies is how many bodies over smallBody are read at once. A request that
+	// finds them all taken waits for one until its read deadline, and then fails with
+	// 503, which the apiserver answers by failing open to the backstop.
+	LargeBodies = 4
+)
+
+// Reasons a request is shed, the label of isolator_admission_requests_shed_total.
+const (
+	shedTooLarge = "too_large"
+	shedSlow     = "slow"
+	shedBusy     = "busy"
+)
+
+func (m *PodMutator) shed(reason string) {
+	if m.Metrics != nil {
+		m.Metrics.Shed.WithLabelValues(reason).Inc()
+	}
+}
+
+// bodySlots holds one token per large body being read.
+type bodySlots chan struct{}
+
+// errBusy: every large-body slot stayed taken until the request's read deadline.
+var errBusy = errors.New("too many large admission requests are being read at once; try again")
 
 var admissionReviewType = metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"}
 
@@ -65,15 +103,40 @@ func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeReview(w, "", errored(http.StatusBadRequest, fmt.Errorf("contentType=%s, expected application/json", ct)))
 		return
 	}
+	if r.ContentLength > MaxReviewBytes {
+		m.shed(shedTooLarge)
+		writeReview(w, "", errored(http.StatusRequestEntityTooLarge, fmt.Errorf("request entity is too large; limit is %d bytes", MaxReviewBytes)))
+		return
+	}
+	// A client that sends its body slowly, or not at all, is cut off at the deadline
+	// (ResponseWriters that can't set one, as in tests, return an error, ignored).
+	timeout := m.BodyReadTimeout
+	if timeout == 0 {
+		timeout = BodyReadTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	_ = http.NewResponseController(w).SetReadDeadline(deadline)
 	buf := getBuf()
 	defer putBuf(buf)
-	body, err := readBody(*buf, r.Body)
+	body, err := m.readBody(r.Context(), *buf, r.Body, r.ContentLength, deadline)
 	*buf = body[:0]
-	if err != nil {
+	switch {
+	case errors.Is(err, errBusy):
+		// Not an answer, so that the apiserver fails open: the backstop still checks the
+		// pod, and a busy webhook never refuses one by itself.
+		m.shed(shedBusy)
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		m.shed(shedSlow)
+		http.Error(w, fmt.Sprintf("the request body did not arrive within %s", timeout), http.StatusRequestTimeout)
+		return
+	case err != nil:
 		writeReview(w, "", errored(http.StatusBadRequest, fmt.Errorf("reading the request body: %w", err)))
 		return
 	}
 	if len(body) > MaxReviewBytes {
+		m.shed(shedTooLarge)
 		writeReview(w, "", errored(http.StatusRequestEntityTooLarge, fmt.Errorf("request entity is too large; limit is %d bytes", MaxReviewBytes)))
 		return
 	}
@@ -96,9 +159,57 @@ func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // readBody reads at most MaxReviewBytes+1 bytes into buf: one more than the cap tells a
-// body that is too large.
-func readBody(buf []byte, body io.Reader) ([]byte, error) {
-	const limit = MaxReviewBytes + 1
+// body that is too large. Past smallBody it reads only while it holds one of the
+// LargeBodies slots, so that at most that many large bodies are buffered at once, and
+// it sizes the buffer once from the Content-Length when the client sent one.
+func (m *PodMutator) readBody(ctx context.Context, buf []byte, body io.Reader, length int64, deadline time.Time) ([]byte, error) {
+	buf, err := readInto(buf, body, smallBody)
+	if err != nil || len(buf) < smallBody {
+		return buf, err
+	}
+	if err := m.slots().acquire(ctx, deadline); err != nil {
+		return buf, err
+	}
+	defer m.slots().release()
+	if length > int64(len(buf)) && cap(buf) < int(length)+1 {
+		grown := make([]byte, len(buf), length+1)
+		copy(grown, buf)
+		buf = grown
+	}
+	return readInto(buf, body, MaxReviewBytes+1)
+}
+
+func (m *PodMutator) slots() bodySlots {
+	m.slotsOnce.Do(func() {
+		if m.LargeBodySlots == nil {
+			m.LargeBodySlots = make(bodySlots, LargeBodies)
+		}
+	})
+	return m.LargeBodySlots
+}
+
+func (s bodySlots) acquire(ctx context.Context, deadline time.Time) error {
+	select {
+	case s <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case s <- struct{}{}:
+		return nil
+	case <-t.C:
+		return errBusy
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s bodySlots) release() { <-s }
+
+// readInto appends body to buf until EOF or until buf holds limit bytes.
+func readInto(buf []byte, body io.Reader, limit int) ([]byte, error) {
 	for {
 		if len(buf) == cap(buf) {
 			// Double, as bytes.Buffer does: append grows large slices by only 1.25x,

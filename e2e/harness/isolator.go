@@ -80,6 +80,8 @@ type IsolatorOptions struct {
 	SelfManagedCerts bool
 	// NoWait returns as soon as the process started, without waiting for /readyz.
 	NoWait bool
+	// Env is added to the process's environment (e.g. GOMEMLIMIT=40MiB).
+	Env []string
 }
 
 // Isolator is a running `isolator webhook` process.
@@ -149,7 +151,7 @@ func (cp *ControlPlane) StartIsolator(ctx context.Context, opts IsolatorOptions)
 		args = append(args, "--cert-mode=self", "--cert-extra-sans=127.0.0.1,localhost")
 	}
 	args = append(args, opts.Args...)
-	p, err := StartProcess(ProcessSpec{Name: opts.Name, Path: bin, Args: args, LogPath: filepath.Join(cp.logDir, opts.Name+".log")})
+	p, err := StartProcess(ProcessSpec{Name: opts.Name, Path: bin, Args: args, Env: opts.Env, LogPath: filepath.Join(cp.logDir, opts.Name+".log")})
 	if err != nil {
 		return nil, err
 	}
