@@ -52,7 +52,7 @@ type PodMutator struct {
 	LargeBodySlots chan struct{}
 	// BodyReadTimeout bounds reading one request body; 0 means BodyReadTimeout.
 	BodyReadTimeout time.Duration
-	slotsOnce      sync.Once
+	slotsOnce       sync.Once
 
 	// decisions and auditDecisions cache the counters of Metrics by decisionKey.
 	decisions, auditDecisions sync.Map

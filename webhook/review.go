@@ -1,11 +1,11 @@
 package webhook
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"context"
 	"io"
 	"net/http"
 	"os"
