@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,16 +19,27 @@ const DefaultRuleName = "defaultRuntimeClass"
 
 // ClassInfo is a runtime class in the merged policy.
 type ClassInfo struct {
-	Name      string
+	Name string
+	// Isolation is the class's tier; when policies disagree, the highest one given.
+	Isolation Isolation
+	// Sandboxed is true above the Container tier (VM or Kernel): the backstop enforces
+	// decisions for such classes.
 	Sandboxed bool
 }
+
+// VM reports whether the class runs pods in virtual machines, which can't share the
+// host's network, PID or IPC namespace.
+func (c ClassInfo) VM() bool { return c.Isolation == IsolationVM }
 
 // RuleInfo describes one compiled rule, for tools that render the policy elsewhere
 // (the fail-closed backstop, metrics, explain).
 type RuleInfo struct {
-	// Qualified is "<source>/<rule>".
+	// Qualified is "<source>/<rule>"; for a team policy "<namespace>/<configmap>/<rule>".
 	Qualified string
 	Source    string
+	// Team is the namespace of a team policy's rule, which applies to that namespace's
+	// pods only; empty for cluster rules.
+	Team      string
 	Rule      Rule
 	Sandboxed bool
 	Audit     bool
@@ -44,17 +56,34 @@ type Snapshot struct {
 	keepOK   [][]bool
 	accepted [][]string // accepted[d]: class names a pod may name when d is decided
 
+	// unknownKeep[d] says a pod naming a class no policy lists keeps it when d is
+	// decided; unknownWhy[d] explains a refusal.
+	unknownKeep []bool
+	unknownWhy  []string
+
 	rules []compiledRule
 	index ruleIndex
 	def   *compiledRule // from defaultRuntimeClass; nil when no policy sets one
+
+	// teams holds the team policies by namespace.
+	teams map[string]*teamPolicy
 
 	sources  []string
 	warnings []string
 }
 
+// teamPolicy is the merged team policies of one namespace. They apply to its pods
+// only, and only where they decide a more isolated class than the cluster policies.
+type teamPolicy struct {
+	rules []compiledRule
+	index ruleIndex
+	def   *compiledRule
+}
+
 type compiledRule struct {
 	qualified string
 	source    string
+	team      string // a team policy's namespace
 	spec      Rule
 	class     int
 	priority  int32
@@ -66,13 +95,23 @@ type compiledRule struct {
 	podSel     labels.Selector
 	anyImage   []imagePattern
 	allImages  []imagePattern
+	excludes   []exclusion
 
 	// summary says why the rule matched, e.g. `namespace matches tenant-*`.
 	summary string
-	// setReason and keepReason[x] are rendered at compile time so the common decisions
-	// cost no allocation.
-	setReason  string
-	keepReason []string
+	// setReason, keepReason[x] and unknownKeepReason are rendered at compile time so the
+	// common decisions cost no allocation.
+	setReason         string
+	keepReason        []string
+	unknownKeepReason string
+}
+
+// exclusion is a compiled Exclusion.
+type exclusion struct {
+	namespaces []glob
+	nsSel      labels.Selector
+	podSel     labels.Selector
+	accounts   []string
 }
 
 // Compile validates, compiles and merges policies into a Snapshot. Sources are merged in
@@ -98,13 +137,23 @@ func Compile(sources ...Source) (*Snapshot, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("invalid policy:\n  %s", strings.Join(errs, "\n  "))
 	}
-	s := &Snapshot{classIdx: map[string]int{}}
-	s.mergeClasses(srcs)
+	var cluster, teams []Source
 	for _, src := range srcs {
+		if src.Team != "" {
+			teams = append(teams, src)
+		} else {
+			cluster = append(cluster, src)
+		}
+	}
+	s := &Snapshot{classIdx: map[string]int{}}
+	s.mergeClasses(cluster)
+	for _, src := range cluster {
 		s.sources = append(s.sources, src.Name)
 		for i := range src.Policy.Spec.Rules {
 			rule := &src.Policy.Spec.Rules[i]
-			s.warnings = append(s.warnings, imagePatternWarnings(src.Origin, src.Root.Child("spec", "rules").Index(i).Child("match"), &rule.Match)...)
+			rp := src.Root.Child("spec", "rules").Index(i)
+			s.warnings = append(s.warnings, imagePatternWarnings(src.Origin, rp.Child("match"), &rule.Match)...)
+			s.warnings = append(s.warnings, exclusionWarnings(src.Origin, rp, rule)...)
 			r, err := s.compileRule(src.Name, rule)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", src.Origin, err)
@@ -112,46 +161,53 @@ func Compile(sources ...Source) (*Snapshot, error) {
 			s.rules = append(s.rules, r)
 		}
 	}
-	// Resolution order: priority, then the more isolated class, then the rule name.
-	sort.SliceStable(s.rules, func(i, j int) bool {
-		a, b := &s.rules[i], &s.rules[j]
-		if a.priority != b.priority {
-			return a.priority > b.priority
-		}
-		if a.class != b.class {
-			return a.class < b.class
-		}
-		return a.qualified < b.qualified
-	})
+	sortRules(s.rules)
 	all := make([]int32, len(s.rules))
 	for i := range s.rules {
 		all[i] = int32(i)
 		s.rules[i].renderReasons(s)
 	}
 	s.index = buildIndex(s.rules, all)
-	s.def = s.mergeDefault(srcs)
+	s.def = s.mergeDefault(cluster)
+	if err := s.compileTeams(teams); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
-// mergeClasses builds one isolation order from every source's runtimeClasses. Earlier
-// sources (by name) win an ordering conflict for the merged order, and keepOK stays
+// mergeClasses builds one isolation order from every source's runtimeClasses: the
+// higher tier first and, within a tier, the order of the v1alpha1 lists. Earlier sources
+// (by name) win an ordering conflict for the merged order, and keepOK stays
 // conservative: a pod keeps its own class only if every source that lists both classes
-// ranks it at least as isolated.
+// says it is at least as isolated (a v1alpha1 source by its order, a v1alpha2 source by
+// the classes' tiers).
 func (s *Snapshot) mergeClasses(srcs []Source) {
 	var order []string
-	sandboxed := map[string]bool{}
-	sandboxSaid := map[string]string{}
+	tier := map[string]Isolation{}
+	tierSaid := map[string]string{}
+	tiered := map[string]bool{} // listed by a v1alpha2 source: equal tiers are equivalent
 	for _, src := range srcs {
 		list := src.Policy.Spec.RuntimeClasses
+		v2 := src.Policy.APIVersion == APIVersionV1Alpha2
 		pos := func(name string) int { return slices.Index(order, name) }
 		for i, c := range list {
-			if prev, ok := sandboxSaid[c.Name]; ok && (sandboxed[c.Name] != c.Sandboxed) {
-				s.warnings = append(s.warnings, fmt.Sprintf("%s and %s disagree on whether %s is sandboxed; it is treated as sandboxed", prev, src.Name, c.Name))
+			iso := c.EffectiveIsolation()
+			if prev, ok := tierSaid[c.Name]; ok && tier[c.Name] != iso {
+				was := tier[c.Name]
+				if iso.rank() > was.rank() {
+					tier[c.Name] = iso
+				}
+				if !v2 && !tiered[c.Name] {
+					// Two v1alpha1 policies: VM or Container, sandboxed or not.
+					s.warnings = append(s.warnings, fmt.Sprintf("%s and %s disagree on whether %s is sandboxed; it is treated as sandboxed", prev, src.Name, c.Name))
+				} else {
+					s.warnings = append(s.warnings, fmt.Sprintf("%s and %s give %s different isolation (%s, %s); it is treated as %s, the higher", prev, src.Name, c.Name, was, iso, tier[c.Name]))
+				}
 			}
-			if _, ok := sandboxSaid[c.Name]; !ok {
-				sandboxSaid[c.Name] = src.Name
+			if _, ok := tierSaid[c.Name]; !ok {
+				tierSaid[c.Name], tier[c.Name] = src.Name, iso
 			}
-			sandboxed[c.Name] = sandboxed[c.Name] || c.Sandboxed
+			tiered[c.Name] = tiered[c.Name] || v2
 			if pos(c.Name) >= 0 {
 				continue
 			}
@@ -164,6 +220,9 @@ func (s *Snapshot) mergeClasses(srcs []Source) {
 			}
 			order = slices.Insert(order, at, c.Name)
 		}
+		if v2 {
+			continue
+		}
 		for i := range list {
 			for j := i + 1; j < len(list); j++ {
 				if pos(list[i].Name) > pos(list[j].Name) {
@@ -172,10 +231,10 @@ func (s *Snapshot) mergeClasses(srcs []Source) {
 			}
 		}
 	}
-	// Sandboxed classes always rank above the others.
-	sort.SliceStable(order, func(i, j int) bool { return sandboxed[order[i]] && !sandboxed[order[j]] })
+	// Higher tiers always rank above lower ones.
+	sort.SliceStable(order, func(i, j int) bool { return tier[order[i]].rank() > tier[order[j]].rank() })
 	for i, name := range order {
-		s.classes = append(s.classes, ClassInfo{Name: name, Sandboxed: sandboxed[name]})
+		s.classes = append(s.classes, ClassInfo{Name: name, Isolation: tier[name], Sandboxed: tier[name].rank() > IsolationContainer.rank()})
 		s.classIdx[name] = i
 	}
 	n := len(order)
@@ -183,21 +242,48 @@ func (s *Snapshot) mergeClasses(srcs []Source) {
 	for x := range n {
 		s.keepOK[x] = make([]bool, n)
 		for d := range n {
-			s.keepOK[x][d] = x <= d
+			rx, rd := tier[order[x]].rank(), tier[order[d]].rank()
+			s.keepOK[x][d] = rx > rd || (rx == rd && (x <= d || tiered[order[x]] && tiered[order[d]]))
 		}
+	}
+	s.unknownKeep = make([]bool, n)
+	s.unknownWhy = make([]string, n)
+	for d := range n {
+		s.unknownKeep[d] = true
 	}
 	for _, src := range srcs {
 		idx := map[string]int{}
+		v2 := src.Policy.APIVersion == APIVersionV1Alpha2
 		for i, c := range src.Policy.Spec.RuntimeClasses {
 			idx[c.Name] = i
 		}
+		at := func(name string) Isolation { return src.Policy.Spec.RuntimeClasses[idx[name]].EffectiveIsolation() }
 		for x, xn := range order {
 			for d, dn := range order {
 				ix, okx := idx[xn]
 				id, okd := idx[dn]
-				if okx && okd && ix > id {
+				if !okx || !okd {
+					continue
+				}
+				if (!v2 && ix > id) || (v2 && at(xn).rank() < at(dn).rank()) {
 					s.keepOK[x][d] = false
 				}
+			}
+		}
+		unknown := src.Policy.Spec.UnknownRuntimeClasses
+		for d, dn := range order {
+			if _, ok := idx[dn]; !ok || !s.unknownKeep[d] {
+				continue
+			}
+			switch {
+			case !v2:
+				s.unknownKeep[d], s.unknownWhy[d] = false, ""
+			case unknown == UnknownDeny:
+				s.unknownKeep[d] = false
+				s.unknownWhy[d] = "policy " + src.Name + " sets unknownRuntimeClasses: Deny"
+			case at(dn).rank() > IsolationContainer.rank():
+				s.unknownKeep[d] = false
+				s.unknownWhy[d] = "unknown classes count as Container isolation, less than " + string(at(dn))
 			}
 		}
 	}
@@ -296,11 +382,44 @@ func (s *Snapshot) compileRule(source string, r *Rule) (compiledRule, error) {
 		}
 	}
 	c.summary = strings.Join(why, " and ")
+	for i := range r.Exclude {
+		x := &r.Exclude[i]
+		var cx exclusion
+		for _, ns := range x.Namespaces {
+			cx.namespaces = append(cx.namespaces, newGlob(ns))
+		}
+		if x.NamespaceSelector != nil {
+			if cx.nsSel, err = metav1.LabelSelectorAsSelector(x.NamespaceSelector); err != nil {
+				return c, fmt.Errorf("rule %s: exclude[%d].namespaceSelector: %w", r.Name, i, err)
+			}
+		}
+		if x.PodSelector != nil {
+			if cx.podSel, err = metav1.LabelSelectorAsSelector(x.PodSelector); err != nil {
+				return c, fmt.Errorf("rule %s: exclude[%d].podSelector: %w", r.Name, i, err)
+			}
+		}
+		cx.accounts = x.ServiceAccountNames
+		c.excludes = append(c.excludes, cx)
+	}
 	return c, nil
 }
 
 // imagePatternWarnings points out image patterns that are valid but likely not what
 // their author meant.
+func exclusionWarnings(origin string, rp *field.Path, r *Rule) []string {
+	var out []string
+	for j, x := range r.Exclude {
+		at := origin + ": " + rp.Child("exclude").Index(j).String()
+		switch {
+		case x.PodSelector != nil:
+			out = append(out, at+": podSelector: pod authors set their pods' labels, so in a namespace tenants control they can exempt their own pods from rule "+r.Name+"; exclude by namespaces, namespaceSelector or serviceAccountNames the platform controls")
+		case len(x.ServiceAccountNames) > 0 && len(x.Namespaces) == 0 && x.NamespaceSelector == nil:
+			out = append(out, at+": serviceAccountNames without namespaces: anyone who may create a service account of that name in their namespace can exempt their pods from rule "+r.Name+"; name the namespaces too")
+		}
+	}
+	return out
+}
+
 func imagePatternWarnings(origin string, mp *field.Path, m *Match) []string {
 	var out []string
 	for _, list := range []struct {
@@ -344,11 +463,17 @@ func (c *compiledRule) renderReasons(s *Snapshot) {
 		if !s.keepOK[x][c.class] {
 			continue
 		}
-		if x == c.class {
+		switch {
+		case x == c.class:
 			c.keepReason[x] = "the pod already names " + d + "; " + c.summary
-		} else {
+		case cl.Isolation == s.classes[c.class].Isolation && s.keepOK[c.class][x]:
+			c.keepReason[x] = "the pod names " + cl.Name + ", as isolated as " + d + " (both " + string(cl.Isolation) + "); " + c.summary
+		default:
 			c.keepReason[x] = "the pod names " + cl.Name + ", at least as isolated as " + d + "; " + c.summary
 		}
+	}
+	if s.unknownKeep[c.class] {
+		c.unknownKeepReason = "the pod names a runtime class no policy lists, which counts as Container isolation, as much as " + d + " requires; " + c.summary
 	}
 }
 
@@ -374,12 +499,17 @@ func (s *Snapshot) Accepted(class string) []string {
 	return slices.Clone(s.accepted[i])
 }
 
-// Rules lists the compiled rules in resolution order.
+// Rules lists the compiled rules in resolution order: the cluster policies' rules, then
+// each namespace's team rules (RuleInfo.Team), by namespace.
 func (s *Snapshot) Rules() []RuleInfo {
-	out := make([]RuleInfo, 0, len(s.rules))
-	for i := range s.rules {
-		r := &s.rules[i]
-		ri := RuleInfo{Qualified: r.qualified, Source: r.source, Rule: r.spec, Sandboxed: s.classes[r.class].Sandboxed, Audit: r.audit}
+	all := s.rules
+	for _, ns := range s.TeamNamespaces() {
+		all = append(slices.Clip(all), s.teams[ns].rules...)
+	}
+	out := make([]RuleInfo, 0, len(all))
+	for i := range all {
+		r := &all[i]
+		ri := RuleInfo{Qualified: r.qualified, Source: r.source, Team: r.team, Rule: r.spec, Sandboxed: s.classes[r.class].Sandboxed, Audit: r.audit}
 		for _, p := range r.anyImage {
 			ri.AnyImage = append(ri.AnyImage, p.String())
 		}
@@ -402,8 +532,14 @@ func (s *Snapshot) Default() (class, rule string, ok bool) {
 // Sources lists the names of the merged policies, sorted.
 func (s *Snapshot) Sources() []string { return slices.Clone(s.sources) }
 
-// Len is the number of compiled rules, enforced and audited.
-func (s *Snapshot) Len() int { return len(s.rules) }
+// Len is the number of compiled rules, enforced and audited, team rules included.
+func (s *Snapshot) Len() int {
+	n := len(s.rules)
+	for _, t := range s.teams {
+		n += len(t.rules)
+	}
+	return n
+}
 
 // Warnings reports how disagreements between policies were resolved.
 func (s *Snapshot) Warnings() []string { return slices.Clone(s.warnings) }
@@ -421,4 +557,168 @@ func Rooted(root *field.Path, errs field.ErrorList) field.ErrorList {
 		out = append(out, &c)
 	}
 	return out
+}
+
+// CheckTeam reports what keeps a team policy from applying on top of the cluster
+// policies of s. A team policy uses only classes the cluster policies list, with the
+// isolation they give them; its rules apply to its own namespace, so they name no
+// namespaces; and only cluster policies say how unknown classes are treated.
+func (s *Snapshot) CheckTeam(src *Source) field.ErrorList {
+	var errs field.ErrorList
+	spec := src.Root.Child("spec")
+	p := src.Policy
+	if p.Spec.UnknownRuntimeClasses != "" {
+		errs = append(errs, field.Forbidden(spec.Child("unknownRuntimeClasses"), "only the cluster policies (in isolator's namespace) say how unknown classes are treated"))
+	}
+	var known []string
+	for _, c := range s.classes {
+		known = append(known, c.Name)
+	}
+	for i, c := range p.Spec.RuntimeClasses {
+		cp := spec.Child("runtimeClasses").Index(i)
+		ci, ok := s.Class(c.Name)
+		switch {
+		case !ok:
+			e := field.NotFound(cp.Child("name"), c.Name)
+			e.Detail = "a team policy uses only the classes the cluster policies list (" + strings.Join(known, ", ") + "); ask the platform team to add it"
+			errs = append(errs, e)
+		case c.EffectiveIsolation() != ci.Isolation:
+			errs = append(errs, field.Invalid(cp, c.EffectiveIsolation(), fmt.Sprintf("the cluster policies give %s isolation %s, and a team policy can't change it: write isolation: %s (or sandboxed: %v)", c.Name, ci.Isolation, ci.Isolation, ci.VM())))
+		}
+	}
+	own := "a team policy applies to the pods of its own namespace (" + src.Team + ") only"
+	for i := range p.Spec.Rules {
+		r := &p.Spec.Rules[i]
+		rp := spec.Child("rules").Index(i)
+		if len(r.Match.Namespaces) > 0 {
+			errs = append(errs, field.Forbidden(rp.Child("match", "namespaces"), own))
+		}
+		if r.Match.NamespaceSelector != nil {
+			errs = append(errs, field.Forbidden(rp.Child("match", "namespaceSelector"), own))
+		}
+		for j := range r.Exclude {
+			if len(r.Exclude[j].Namespaces) > 0 || r.Exclude[j].NamespaceSelector != nil {
+				errs = append(errs, field.Forbidden(rp.Child("exclude").Index(j), own+"; exclude by podSelector or serviceAccountNames"))
+			}
+		}
+	}
+	return errs
+}
+
+// compileTeams compiles the team policies, by namespace. A team policy that does not
+// fit the cluster policies (CheckTeam) is left out, with a warning: its namespace keeps
+// the cluster policies' decisions, which a team policy could only have tightened.
+func (s *Snapshot) compileTeams(srcs []Source) error {
+	byNS := map[string][]Source{}
+	for i := range srcs {
+		src := &srcs[i]
+		if errs := s.CheckTeam(src); len(errs) > 0 {
+			s.warnings = append(s.warnings, fmt.Sprintf("%s: the team policy for namespace %s does not apply: %s", src.Origin, src.Team, errs.ToAggregate()))
+			continue
+		}
+		byNS[src.Team] = append(byNS[src.Team], *src)
+	}
+	for ns, team := range byNS {
+		t := &teamPolicy{}
+		for _, src := range team {
+			s.sources = append(s.sources, src.Name)
+			for i := range src.Policy.Spec.Rules {
+				rule := &src.Policy.Spec.Rules[i]
+				rp := src.Root.Child("spec", "rules").Index(i)
+				s.warnings = append(s.warnings, imagePatternWarnings(src.Origin, rp.Child("match"), &rule.Match)...)
+				s.warnings = append(s.warnings, exclusionWarnings(src.Origin, rp, rule)...)
+				r, err := s.compileRule(src.Name, rule)
+				if err != nil {
+					return fmt.Errorf("%s: %w", src.Origin, err)
+				}
+				r.team = ns
+				t.rules = append(t.rules, r)
+				if !r.audit {
+					s.warnings = append(s.warnings, s.looserThanCluster(src.Origin+": spec.rules["+strconv.Itoa(i)+"] ("+rule.Name+")", &r, ns)...)
+				}
+			}
+		}
+		sortRules(t.rules)
+		all := make([]int32, len(t.rules))
+		for i := range t.rules {
+			all[i] = int32(i)
+			t.rules[i].renderReasons(s)
+		}
+		t.index = buildIndex(t.rules, all)
+		if t.def = s.mergeDefault(team); t.def != nil {
+			t.def.team = ns
+			s.warnings = append(s.warnings, s.looserThanCluster("team policy "+t.def.source+": spec.defaultRuntimeClass", t.def, ns)...)
+		}
+		if s.teams == nil {
+			s.teams = map[string]*teamPolicy{}
+		}
+		s.teams[ns] = t
+	}
+	sort.Strings(s.sources)
+	return nil
+}
+
+// looserThanCluster warns about a team rule that would weaken cluster rules which may
+// apply to the same pods of namespace ns: there the cluster decision stands. Cluster
+// rules whose namespace globs exclude ns can't apply; the rest may, as far as a policy
+// alone can tell.
+func (s *Snapshot) looserThanCluster(at string, team *compiledRule, ns string) []string {
+	var out []string
+	tc := s.classes[team.class].Name
+	for i := range s.rules {
+		c := &s.rules[i]
+		if c.audit || (len(c.namespaces) > 0 && !c.matchNamespace(ns)) || !s.tighter(c.class, team) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s decides %s, less isolated than cluster rule %s (%s), which may apply to the same pods of namespace %s: a team policy can't weaken it, and there the cluster decision stands", at, tc, c.qualified, s.classes[c.class].Name, ns))
+	}
+	if s.def != nil && s.tighter(s.def.class, team) {
+		out = append(out, fmt.Sprintf("%s decides %s, less isolated than the cluster's %s (%s): a team policy can't weaken it, and there the cluster decision stands", at, tc, s.def.qualified, s.classes[s.def.class].Name))
+	}
+	return out
+}
+
+// sortRules puts rules in resolution order: priority, then the more isolated class,
+// then the rule name.
+func sortRules(rules []compiledRule) {
+	sort.SliceStable(rules, func(i, j int) bool {
+		a, b := &rules[i], &rules[j]
+		if a.priority != b.priority {
+			return a.priority > b.priority
+		}
+		if a.class != b.class {
+			return a.class < b.class
+		}
+		return a.qualified < b.qualified
+	})
+}
+
+// tighter reports whether class tc is more isolated than what rule decides: every
+// policy ranks a pod in tc at least as isolated, and not the other way round. Any class
+// is tighter than no decision at all.
+func (s *Snapshot) tighter(tc int, rule *compiledRule) bool {
+	if rule == nil {
+		return true
+	}
+	return s.keepOK[tc][rule.class] && !s.keepOK[rule.class][tc]
+}
+
+// TeamNamespaces lists the namespaces whose team policies apply, sorted.
+func (s *Snapshot) TeamNamespaces() []string {
+	out := make([]string, 0, len(s.teams))
+	for ns := range s.teams {
+		out = append(out, ns)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TeamDefault returns the defaultRuntimeClass of namespace ns's team policies and the
+// qualified name reported for it.
+func (s *Snapshot) TeamDefault(ns string) (class, rule string, ok bool) {
+	t := s.teams[ns]
+	if t == nil || t.def == nil {
+		return "", "", false
+	}
+	return s.classes[t.def.class].Name, t.def.qualified, true
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -28,6 +29,8 @@ type Facts struct {
 	Images []Image
 	// RuntimeClassName is the class the pod names itself; empty when it names none.
 	RuntimeClassName string
+	// ServiceAccountName is the pod's service account, "default" when it names none.
+	ServiceAccountName string
 	HostNetwork      bool
 	HostPID          bool
 	HostIPC          bool
@@ -63,20 +66,53 @@ func (s *Snapshot) Evaluate(f *Facts) Decision {
 		return d
 	}
 	enforce, audit := s.index.best(s.rules, f)
+	rule, auditRule := s.def, (*compiledRule)(nil)
 	if enforce >= 0 {
-		d.Outcome = s.decide(&s.rules[enforce], f)
-	} else if s.def != nil {
-		d.Outcome = s.decide(s.def, f)
+		rule = &s.rules[enforce]
+	}
+	if audit >= 0 {
+		auditRule = &s.rules[audit]
+	}
+	if len(s.teams) > 0 {
+		if t := s.teams[f.Namespace]; t != nil {
+			rule, auditRule = s.overTeam(t, f, rule, auditRule)
+		}
+	}
+	if rule != nil {
+		d.Outcome = s.decide(rule, f)
 	} else {
 		d.Action, d.Reason, d.RuntimeClass = ActionNone, noRuleReason, f.RuntimeClassName
 	}
-	if audit >= 0 {
-		d.Audit = s.decide(&s.rules[audit], f)
+	if auditRule != nil {
+		d.Audit = s.decide(auditRule, f)
 	}
 	return d
 }
 
+// overTeam lets the team policies of the pod's namespace decide where they decide a
+// more isolated class than the cluster policies; they can never weaken a cluster
+// decision. A team Audit rule is reported when no cluster one matched.
+func (s *Snapshot) overTeam(t *teamPolicy, f *Facts, rule, auditRule *compiledRule) (*compiledRule, *compiledRule) {
+	enforce, audit := t.index.best(t.rules, f)
+	team := t.def
+	if enforce >= 0 {
+		team = &t.rules[enforce]
+	}
+	if team != nil && s.tighter(team.class, rule) {
+		rule = team
+	}
+	if auditRule == nil && audit >= 0 {
+		auditRule = &t.rules[audit]
+	}
+	return rule, auditRule
+}
+
 func (c *compiledRule) matches(f *Facts) bool {
+	for i := range c.excludes {
+		if c.excludes[i].holds(f) {
+			return false
+		}
+	}
 	if len(c.namespaces) > 0 && !c.matchNamespace(f.Namespace) {
 		return false
 	}
@@ -93,6 +129,32 @@ func (c *compiledRule) matches(f *Facts) bool {
 		return false
 	}
 	return true
+}
+
+// holds reports whether the exclusion applies to the pod: every field given holds.
+func (x *exclusion) holds(f *Facts) bool {
+	if len(x.namespaces) > 0 && !matchGlobs(x.namespaces, f.Namespace) {
+		return false
+	}
+	if x.nsSel != nil && !x.nsSel.Matches(labels.Set(f.NamespaceLabels)) {
+		return false
+	}
+	if x.podSel != nil && !x.podSel.Matches(labels.Set(f.PodLabels)) {
+		return false
+	}
+	if len(x.accounts) > 0 && !slices.Contains(x.accounts, f.ServiceAccountName) {
+		return false
+	}
+	return true
+}
+
+func matchGlobs(globs []glob, s string) bool {
+	for i := range globs {
+		if globs[i].match(s) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *compiledRule) matchNamespace(ns string) bool {
@@ -145,16 +207,20 @@ func (s *Snapshot) decide(c *compiledRule, f *Facts) Outcome {
 	case known && s.keepOK[own][c.class]:
 		final = own
 		o.Action, o.Reason, o.RuntimeClass = ActionKeep, c.keepReason[own], f.RuntimeClassName
+	case !known && s.unknownKeep[c.class]:
+		// A class no policy lists is never a VM class: host namespaces are its business.
+		o.Action, o.Reason, o.RuntimeClass = ActionKeep, c.unknownKeepReason, f.RuntimeClassName
+		return o
 	case c.replace:
 		o.Action = ActionReplace
-		o.Reason = "the pod names " + s.describeOwn(f.RuntimeClassName, known) + "; replaced with " + o.RuntimeClass + " because " + c.summary
+		o.Reason = "the pod names " + s.describeOwn(f.RuntimeClassName, known, c.class) + "; replaced with " + o.RuntimeClass + " because " + c.summary
 	default:
 		o.Action = ActionDeny
-		o.Reason = "the pod names " + s.describeOwn(f.RuntimeClassName, known) + ", but " + c.summary +
+		o.Reason = "the pod names " + s.describeOwn(f.RuntimeClassName, known, c.class) + ", but " + c.summary +
 			", which requires " + o.RuntimeClass + "; remove runtimeClassName or name one of: " + strings.Join(s.accepted[c.class], ", ")
 		return o
 	}
-	if s.classes[final].Sandboxed && (f.HostNetwork || f.HostPID || f.HostIPC) {
+	if s.classes[final].VM() && (f.HostNetwork || f.HostPID || f.HostIPC) {
 		o = s.denyHostNamespaces(c, final, f)
 	}
 	return o
@@ -167,7 +233,7 @@ func (s *Snapshot) denyHostNamespaces(c *compiledRule, final int, f *Facts) Outc
 	host := hostNamespaces(f)
 	o := Outcome{Rule: c.qualified, RuntimeClass: class, Action: ActionDeny}
 	why := "the pod uses " + host + ", but " + class + " is a sandboxed (VM) runtime class that cannot share the host's namespaces; "
-	if required := s.classes[c.class]; final == c.class || required.Sandboxed {
+	if required := s.classes[c.class]; final == c.class || required.VM() {
 		o.Reason = why + c.summary + ", so " + required.Name + " is required. Remove " + host + ", or run the pod where the policy does not require a sandbox"
 		return o
 	}
@@ -177,11 +243,14 @@ func (s *Snapshot) denyHostNamespaces(c *compiledRule, final int, f *Facts) Outc
 	return o
 }
 
-func (s *Snapshot) describeOwn(name string, known bool) string {
-	if !known {
-		return "runtime class " + name + ", which no policy lists (unknown classes count as least isolated)"
+func (s *Snapshot) describeOwn(name string, known bool, decided int) string {
+	switch {
+	case known:
+		return "runtime class " + name + ", which is less isolated"
+	case s.unknownWhy[decided] != "":
+		return "runtime class " + name + ", which no policy lists (" + s.unknownWhy[decided] + ")"
 	}
-	return "runtime class " + name + ", which is less isolated"
+	return "runtime class " + name + ", which no policy lists (unknown classes count as least isolated)"
 }
 
 func hostNamespaces(f *Facts) string {

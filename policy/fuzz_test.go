@@ -84,6 +84,36 @@ spec:
   - {name: audit2, runtimeClass: runc-rc, mode: Audit, priority: 9, match: {namespaces: ["a?"]}}
 `
 
+// fuzzTiers is a v1alpha2 policy: isolation tiers, classes of one tier, unknown
+// classes counted as Container, and exclusions.
+const fuzzTiers = `apiVersion: isolator.dev/v1alpha2
+kind: RuntimePolicy
+spec:
+  runtimeClasses:
+  - {name: kata-rc, isolation: VM}
+  - {name: kata-clh, isolation: VM}
+  - {name: gvisor-rc, isolation: Kernel}
+  - {name: runc-rc, isolation: Container}
+  - {name: host-rc, isolation: Container}
+  defaultRuntimeClass: runc-rc
+  rules:
+  - {name: glob, runtimeClass: kata-rc, match: {namespaces: ["a*"]}, exclude: [{namespaces: [ab]}, {podSelector: {matchLabels: {a: b}}}]}
+  - {name: k, runtimeClass: gvisor-rc, priority: 1, match: {anyImage: ["docker.io/**"]}, exclude: [{serviceAccountNames: [default], namespaces: ["b*"]}]}
+  - {name: clh, runtimeClass: kata-clh, priority: -1, userRuntimeClass: Replace, match: {namespaceSelector: {matchLabels: {a: b}}}}
+`
+
+// fuzzTeam is the team policy of namespace a.
+const fuzzTeam = `apiVersion: isolator.dev/v1alpha2
+kind: RuntimePolicy
+spec:
+  runtimeClasses: [{name: kata-rc, isolation: VM}, {name: runc-rc, isolation: Container}, {name: gvisor-rc, isolation: Kernel}]
+  defaultRuntimeClass: gvisor-rc
+  rules:
+  - {name: quay, runtimeClass: kata-rc, match: {anyImage: ["quay.io/**"]}}
+  - {name: loose, runtimeClass: runc-rc, priority: 5, match: {podSelector: {matchLabels: {b: x}}}}
+  - {name: audit, runtimeClass: kata-rc, mode: Audit, match: {anyImage: ["**"]}}
+`
+
 // FuzzEvaluate decides random pods against a fixed policy. Evaluate must not panic and
 // every Decision must keep the promises of ARCHITECTURE.md: the index finds exactly
 // the rule a linear scan finds, a sandboxed class never goes to a pod with host
@@ -133,8 +163,12 @@ func fuzzSnapshots(tb testing.TB) []*Snapshot {
 		tb.Fatal(derrs[0])
 	}
 	fuzz := src(tb, "fuzz", fuzzPolicy)
+	tiers := src(tb, "tiers", fuzzTiers)
+	team := src(tb, "team", fuzzTeam)
+	team.Namespace = "a"
+	team.AsTeam("isolator-system")
 	var out []*Snapshot
-	for _, srcs := range [][]Source{{fuzz}, examples, append(slices.Clone(examples), fuzz)} {
+	for _, srcs := range [][]Source{{fuzz}, examples, append(slices.Clone(examples), fuzz), {tiers, team}, {tiers, team, fuzz}} {
 		s, err := Compile(srcs...)
 		if err != nil {
 			tb.Fatal(err)
@@ -178,6 +212,29 @@ func scan(s *Snapshot, f *Facts) (enforce, audit *compiledRule) {
 	if enforce == nil {
 		enforce = s.def
 	}
+	// The pod's namespace's team policy decides where it is more isolated.
+	if t := s.teams[f.Namespace]; t != nil {
+		var team, teamAudit *compiledRule
+		for i := range t.rules {
+			r := &t.rules[i]
+			switch {
+			case !r.matches(f):
+			case r.audit && teamAudit == nil:
+				teamAudit = r
+			case !r.audit && team == nil:
+				team = r
+			}
+		}
+		if team == nil {
+			team = t.def
+		}
+		if team != nil && s.tighter(team.class, enforce) {
+			enforce = team
+		}
+		if audit == nil {
+			audit = teamAudit
+		}
+	}
 	return enforce, audit
 }
 
@@ -199,9 +256,13 @@ func checkOutcomeInvariants(t *testing.T, s *Snapshot, f *Facts, o Outcome, rule
 	decided := s.classes[rule.class]
 	cls, known := s.Class(o.RuntimeClass)
 	if !known {
-		t.Fatalf("%s: class %q is not in the policy: %+v", what, o.RuntimeClass, o)
+		// Only a pod's own class that no policy lists, kept where unknown classes pass.
+		if o.Action != ActionKeep || o.RuntimeClass != f.RuntimeClassName || !s.unknownKeep[rule.class] {
+			t.Fatalf("%s: class %q is not in the policy: %+v", what, o.RuntimeClass, o)
+		}
+		return
 	}
-	if o.Action != ActionDeny && cls.Sandboxed && hostNS {
+	if o.Action != ActionDeny && cls.VM() && hostNS {
 		t.Fatalf("%s: sandboxed %s admitted (%s) for a pod with host namespaces", what, cls.Name, o.Action)
 	}
 	switch o.Action {
@@ -210,7 +271,7 @@ func checkOutcomeInvariants(t *testing.T, s *Snapshot, f *Facts, o Outcome, rule
 			t.Fatalf("%s: set %s, decided %s, pod names %q", what, o.RuntimeClass, decided.Name, f.RuntimeClassName)
 		}
 	case ActionKeep:
-		if o.RuntimeClass != f.RuntimeClassName || s.classIdx[o.RuntimeClass] > rule.class || !slices.Contains(s.Accepted(decided.Name), o.RuntimeClass) {
+		if o.RuntimeClass != f.RuntimeClassName || !s.keepOK[s.classIdx[o.RuntimeClass]][rule.class] || !slices.Contains(s.Accepted(decided.Name), o.RuntimeClass) {
 			t.Fatalf("%s: kept %s (pod names %q), less isolated than the decided %s", what, o.RuntimeClass, f.RuntimeClassName, decided.Name)
 		}
 	case ActionReplace:
@@ -222,7 +283,7 @@ func checkOutcomeInvariants(t *testing.T, s *Snapshot, f *Facts, o Outcome, rule
 		if ownOK || rule.replace {
 			// Only host namespaces deny a pod whose own class is acceptable (or would
 			// be replaced).
-			if !hostNS || !cls.Sandboxed || !strings.Contains(o.Reason, "the pod uses") {
+			if !hostNS || !cls.VM() || !strings.Contains(o.Reason, "the pod uses") {
 				t.Fatalf("%s: denied %+v for pod class %q under %s", what, o, f.RuntimeClassName, rule.qualified)
 			}
 		} else if o.RuntimeClass != decided.Name {

@@ -63,7 +63,7 @@ func TestMerge(t *testing.T) {
 			}
 			// The merged order follows the first source by name; both sandboxed classes
 			// stay above runc-rc.
-			wantClasses := []ClassInfo{{"kata-rc", true}, {"gvisor-rc", true}, {"runc-rc", false}}
+			wantClasses := []ClassInfo{{"kata-rc", IsolationVM, true}, {"gvisor-rc", IsolationVM, true}, {"runc-rc", IsolationContainer, false}}
 			if got := snap.Classes(); !reflect.DeepEqual(got, wantClasses) {
 				t.Errorf("Classes() = %v, want %v", got, wantClasses)
 			}
@@ -107,7 +107,7 @@ func TestMerge(t *testing.T) {
 			if class, rule, ok := snap.Default(); class != "kata-rc" || rule != "b-team/defaultRuntimeClass" || !ok {
 				t.Errorf("Default() = %q, %q, %v", class, rule, ok)
 			}
-			if c, ok := snap.Class("gvisor-rc"); !ok || c != (ClassInfo{"gvisor-rc", true}) {
+			if c, ok := snap.Class("gvisor-rc"); !ok || c != (ClassInfo{"gvisor-rc", IsolationVM, true}) {
 				t.Errorf("Class(gvisor-rc) = %v, %v", c, ok)
 			}
 			if _, ok := snap.Class("unknown"); ok {
@@ -149,7 +149,7 @@ spec:
 	f := facts(t, "x", nil, nil, "nginx")
 	f.HostNetwork = true
 	checkOutcome(t, "decision", snap.Evaluate(&f).Outcome, want{class: "gvisor-rc", rule: "one/r", action: ActionDeny, reason: []string{"the pod uses hostNetwork"}})
-	wantClasses := []ClassInfo{{"kata-rc", true}, {"gvisor-rc", true}, {"runc-rc", false}}
+	wantClasses := []ClassInfo{{"kata-rc", IsolationVM, true}, {"gvisor-rc", IsolationVM, true}, {"runc-rc", IsolationContainer, false}}
 	if got := snap.Classes(); !reflect.DeepEqual(got, wantClasses) {
 		t.Errorf("Classes() = %v, want %v", got, wantClasses)
 	}

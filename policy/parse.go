@@ -232,6 +232,21 @@ type Source struct {
 	// ConfigMap, nil for a bare policy).
 	Root   *field.Path
 	Policy *RuntimePolicy
+	// Namespace is the ConfigMap's namespace; empty for a bare policy.
+	Namespace string
+	// Team is the namespace of a team policy: a policy ConfigMap outside the isolator
+	// namespace, which applies to that namespace's pods only and can only make them more
+	// isolated. Empty for a cluster policy. Name is then "<namespace>/<configmap>".
+	Team string
+}
+
+// AsTeam makes src the team policy of its namespace when that namespace is not
+// isolatorNamespace, where the cluster policies live.
+func (src *Source) AsTeam(isolatorNamespace string) {
+	if src.Namespace != "" && src.Namespace != isolatorNamespace && src.Team == "" {
+		src.Team = src.Namespace
+		src.Name = src.Namespace + "/" + src.Name
+	}
 }
 
 // QualifiedRule names a rule of this source as decisions report it.
@@ -409,7 +424,7 @@ func readSource(doc []byte, origin, fileBase string) (*Source, field.ErrorList) 
 		if len(errs) > 0 {
 			return nil, errs
 		}
-		return &Source{Name: env.Metadata.Name, Origin: origin + " (ConfigMap " + env.Metadata.Name + ")", Root: root, Policy: p}, nil
+		return &Source{Name: env.Metadata.Name, Namespace: env.Metadata.Namespace, Origin: origin + " (ConfigMap " + env.Metadata.Name + ")", Root: root, Policy: p}, nil
 	case env.Kind == Kind || strings.HasPrefix(env.APIVersion, "isolator.dev/") || (env.Kind == "" && env.APIVersion == ""):
 		p, errs := Parse(doc, nil)
 		if len(errs) > 0 {

@@ -24,6 +24,7 @@ type PodMeta struct {
 // PodSpec is the part of a Pod's spec that decisions use.
 type PodSpec struct {
 	RuntimeClassName    *string     `json:"runtimeClassName,omitempty"`
+	ServiceAccountName  string      `json:"serviceAccountName,omitempty"`
 	HostNetwork         bool        `json:"hostNetwork,omitempty"`
 	HostPID             bool        `json:"hostPID,omitempty"`
 	HostIPC             bool        `json:"hostIPC,omitempty"`
@@ -73,6 +74,12 @@ func (p *Pod) facts(ns string, nsLabels map[string]string, normalize func(string
 	}
 	if p.Spec.RuntimeClassName != nil {
 		f.RuntimeClassName = *p.Spec.RuntimeClassName
+	}
+	// The apiserver sets "default" before any webhook runs; a pod read from a file may
+	// not say it.
+	f.ServiceAccountName = p.Spec.ServiceAccountName
+	if f.ServiceAccountName == "" {
+		f.ServiceAccountName = "default"
 	}
 	n := len(p.Spec.Containers) + len(p.Spec.InitContainers) + len(p.Spec.EphemeralContainers)
 	if n > 0 {

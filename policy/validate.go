@@ -20,8 +20,9 @@ func Validate(p *RuntimePolicy, root *field.Path) field.ErrorList {
 	if p == nil {
 		return field.ErrorList{field.Required(pathOrNil(root, documentPath), "a RuntimePolicy document (apiVersion: "+APIVersion+", kind: "+Kind+")")}
 	}
-	if p.APIVersion != APIVersion {
-		errs = append(errs, field.NotSupported(root.Child("apiVersion"), p.APIVersion, []string{APIVersion}))
+	v2 := p.APIVersion == APIVersionV1Alpha2
+	if p.APIVersion != APIVersion && !v2 {
+		errs = append(errs, field.NotSupported(root.Child("apiVersion"), p.APIVersion, APIVersions))
 	}
 	if p.Kind != Kind {
 		errs = append(errs, field.NotSupported(root.Child("kind"), p.Kind, []string{Kind}))
@@ -32,8 +33,15 @@ func Validate(p *RuntimePolicy, root *field.Path) field.ErrorList {
 		}
 	}
 	spec := root.Child("spec")
-	classes, cerrs := validateClasses(p.Spec.RuntimeClasses, spec.Child("runtimeClasses"))
+	classes, cerrs := validateClasses(p.Spec.RuntimeClasses, spec.Child("runtimeClasses"), v2)
 	errs = append(errs, cerrs...)
+	switch u := p.Spec.UnknownRuntimeClasses; {
+	case u == "":
+	case !v2:
+		errs = append(errs, needsV2(spec.Child("unknownRuntimeClasses")))
+	case u != UnknownAsContainer && u != UnknownDeny:
+		errs = append(errs, field.NotSupported(spec.Child("unknownRuntimeClasses"), u, []UnknownClassPolicy{UnknownAsContainer, UnknownDeny}))
+	}
 	if d := p.Spec.DefaultRuntimeClass; d != "" {
 		if _, ok := classes[d]; !ok {
 			e := field.NotFound(spec.Child("defaultRuntimeClass"), d)
@@ -49,7 +57,7 @@ func Validate(p *RuntimePolicy, root *field.Path) field.ErrorList {
 	for i := range p.Spec.Rules {
 		rp := rulesPath.Index(i)
 		r := &p.Spec.Rules[i]
-		errs = append(errs, validateRule(r, rp, classes)...)
+		errs = append(errs, validateRule(r, rp, classes, v2)...)
 		if r.Name != "" {
 			if j, dup := seen[r.Name]; dup {
 				e := field.Duplicate(rp.Child("name"), r.Name)
@@ -63,7 +71,12 @@ func Validate(p *RuntimePolicy, root *field.Path) field.ErrorList {
 	return errs
 }
 
-func validateClasses(list []RuntimeClass, path *field.Path) (map[string]int, field.ErrorList) {
+// needsV2 reports a v1alpha2 field in a v1alpha1 policy.
+func needsV2(p *field.Path) *field.Error {
+	return field.Forbidden(p, "this field is new in "+APIVersionV1Alpha2+"; set apiVersion: "+APIVersionV1Alpha2+" (docs/policy.md, Versions)")
+}
+
+func validateClasses(list []RuntimeClass, path *field.Path, v2 bool) (map[string]int, field.ErrorList) {
 	var errs field.ErrorList
 	classes := map[string]int{}
 	if len(list) == 0 {
@@ -86,6 +99,22 @@ func validateClasses(list []RuntimeClass, path *field.Path) (map[string]int, fie
 			continue
 		}
 		classes[c.Name] = i
+		ip := path.Index(i).Child("isolation")
+		switch {
+		case c.Isolation == "":
+		case !v2:
+			errs = append(errs, needsV2(ip))
+			continue
+		case c.Isolation.rank() == 0:
+			errs = append(errs, field.NotSupported(ip, c.Isolation, []Isolation{IsolationVM, IsolationKernel, IsolationContainer}))
+			continue
+		case c.Sandboxed && c.Isolation != IsolationVM:
+			errs = append(errs, field.Invalid(ip, c.Isolation, "sandboxed: true means isolation VM; give one of the two"))
+			continue
+		}
+		if v2 {
+			continue // tiers, not the order, rank v1alpha2 classes
+		}
 		if !c.Sandboxed {
 			if lastUnsandboxed < 0 {
 				lastUnsandboxed = i
@@ -98,7 +127,7 @@ func validateClasses(list []RuntimeClass, path *field.Path) (map[string]int, fie
 	return classes, errs
 }
 
-func validateRule(r *Rule, rp *field.Path, classes map[string]int) field.ErrorList {
+func validateRule(r *Rule, rp *field.Path, classes map[string]int, v2 bool) field.ErrorList {
 	var errs field.ErrorList
 	if r.Name == "" {
 		errs = append(errs, field.Required(rp.Child("name"), "a DNS-1123 label such as untrusted-namespaces"))
@@ -125,16 +154,35 @@ func validateRule(r *Rule, rp *field.Path, classes map[string]int) field.ErrorLi
 		errs = append(errs, field.NotSupported(rp.Child("userRuntimeClass"), r.UserRuntimeClass, []UserClassPolicy{UserClassDeny, UserClassReplace}))
 	}
 	errs = append(errs, validateMatch(&r.Match, rp.Child("match"))...)
+	if len(r.Exclude) > 0 && !v2 {
+		return append(errs, needsV2(rp.Child("exclude")))
+	}
+	for i := range r.Exclude {
+		errs = append(errs, validateExclusion(&r.Exclude[i], rp.Child("exclude").Index(i))...)
+	}
 	return errs
 }
 
-func validateMatch(m *Match, mp *field.Path) field.ErrorList {
+func validateExclusion(x *Exclusion, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
-	if len(m.Namespaces) == 0 && m.NamespaceSelector == nil && m.PodSelector == nil && len(m.AnyImage) == 0 && len(m.AllImages) == 0 {
-		errs = append(errs, field.Required(mp, "at least one of namespaces, namespaceSelector, podSelector, anyImage or allImages"))
+	if len(x.Namespaces) == 0 && x.NamespaceSelector == nil && x.PodSelector == nil && len(x.ServiceAccountNames) == 0 {
+		errs = append(errs, field.Required(p, "at least one of namespaces, namespaceSelector, podSelector or serviceAccountNames"))
 	}
-	for i, ns := range m.Namespaces {
-		p := mp.Child("namespaces").Index(i)
+	errs = append(errs, validateNamespaceGlobs(x.Namespaces, p.Child("namespaces"))...)
+	errs = append(errs, validateSelector(x.NamespaceSelector, p.Child("namespaceSelector"))...)
+	errs = append(errs, validateSelector(x.PodSelector, p.Child("podSelector"))...)
+	for i, sa := range x.ServiceAccountNames {
+		for _, msg := range validation.IsDNS1123Subdomain(sa) {
+			errs = append(errs, field.Invalid(p.Child("serviceAccountNames").Index(i), sa, msg))
+		}
+	}
+	return errs
+}
+
+func validateNamespaceGlobs(globs []string, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for i, ns := range globs {
+		p := p.Index(i)
 		if ns == "" {
 			errs = append(errs, field.Required(p, "a namespace name or glob such as tenant-*"))
 			continue
@@ -147,6 +195,15 @@ func validateMatch(m *Match, mp *field.Path) field.ErrorList {
 			}
 		}
 	}
+	return errs
+}
+
+func validateMatch(m *Match, mp *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if len(m.Namespaces) == 0 && m.NamespaceSelector == nil && m.PodSelector == nil && len(m.AnyImage) == 0 && len(m.AllImages) == 0 {
+		errs = append(errs, field.Required(mp, "at least one of namespaces, namespaceSelector, podSelector, anyImage or allImages"))
+	}
+	errs = append(errs, validateNamespaceGlobs(m.Namespaces, mp.Child("namespaces"))...)
 	errs = append(errs, validateSelector(m.NamespaceSelector, mp.Child("namespaceSelector"))...)
 	errs = append(errs, validateSelector(m.PodSelector, mp.Child("podSelector"))...)
 	for _, list := range []struct {

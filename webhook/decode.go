@@ -66,14 +66,14 @@ var (
 	gvrKeys      = []string{"group", "version", "resource"}
 	podKeys      = []string{"metadata", "spec"}
 	metaKeys     = []string{"name", "generateName", "namespace", "labels", "annotations"}
-	specKeys     = []string{"runtimeClassName", "hostNetwork", "hostPID", "hostIPC", "containers", "initContainers", "ephemeralContainers"}
+	specKeys     = []string{"runtimeClassName", "hostNetwork", "hostPID", "hostIPC", "containers", "initContainers", "ephemeralContainers", "serviceAccountName"}
 	containerKey = []string{"name", "image"}
 )
 
 // Common values, so that decoding them does not allocate.
 var internedValues = []string{
 	"admission.k8s.io/v1", "AdmissionReview", "CREATE", "UPDATE", "DELETE", "CONNECT",
-	"", "v1", "pods", "status", "ephemeralcontainers", "binding", "eviction",
+	"", "v1", "pods", "status", "ephemeralcontainers", "binding", "eviction", "default",
 }
 
 func (d *reviewDecoder) review() (podReview, error) {
@@ -202,8 +202,10 @@ func (d *reviewDecoder) spec(s *policy.PodSpec) error {
 			return d.containers(&s.Containers)
 		case 5:
 			return d.containers(&s.InitContainers)
-		default:
+		case 6:
 			return d.containers(&s.EphemeralContainers)
+		default:
+			return d.str(&s.ServiceAccountName, true)
 		}
 	})
 }

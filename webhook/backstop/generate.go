@@ -85,50 +85,42 @@ func Generate(snap *policy.Snapshot, opts Options) ([]*admissionregistrationv1.V
 	if snap == nil {
 		return nil, nil, nil
 	}
-	var sandboxed []string
+	var vmClasses []string
 	for _, c := range snap.Classes() {
-		if c.Sandboxed {
-			sandboxed = append(sandboxed, c.Name)
+		if c.VM() {
+			vmClasses = append(vmClasses, c.Name)
 		}
 	}
 	var rules []policy.RuleInfo
+	teamRules := map[string][]policy.RuleInfo{}
 	for _, r := range snap.Rules() {
-		if !r.Audit {
+		switch {
+		case r.Audit:
+		case r.Team != "":
+			teamRules[r.Team] = append(teamRules[r.Team], r)
+		default:
 			rules = append(rules, r)
 		}
 	}
-	defClass, defRule, hasDefault := snap.Default()
-	defSandboxed := false
-	if hasDefault {
-		c, _ := snap.Class(defClass)
-		defSandboxed = c.Sandboxed
-	}
-	// Past the last sandboxed rule, a match only ever picks a non-sandboxed class, as
-	// does falling through to a non-sandboxed default: those rules can't change what the
-	// backstop requires.
-	if !defSandboxed {
-		last := -1
-		for i, r := range rules {
-			if r.Sandboxed {
-				last = i
-			}
-		}
-		rules = rules[:last+1]
-	}
-	if len(rules) == 0 && !defSandboxed {
-		return nil, nil, nil
-	}
-
 	required := map[string][]string{} // qualified rule -> decided class, then the others accepted
-	for _, r := range rules {
-		if r.Sandboxed {
-			required[r.Qualified] = acceptedList(snap, r.Rule.RuntimeClass)
+	defClass, defRule, hasDefault := snap.Default()
+	rules, fallback := enforced(snap, rules, defClass, defRule, hasDefault, required)
+	// Team policies: the pod must also satisfy what its namespace's team policy
+	// requires. The webhook lets a team policy decide only where it is more isolated,
+	// and the classes a decision accepts only grow as it gets less isolated, so
+	// requiring both is requiring the stricter one.
+	var team []policy.RuleInfo
+	teamFallback := map[string]string{}
+	for _, ns := range snap.TeamNamespaces() {
+		class, rule, ok := snap.TeamDefault(ns)
+		rs, fb := enforced(snap, teamRules[ns], class, rule, ok, required)
+		team = append(team, rs...)
+		if fb != "" {
+			teamFallback[ns] = fb
 		}
 	}
-	fallback := ""
-	if defSandboxed {
-		fallback = defRule
-		required[defRule] = acceptedList(snap, defClass)
+	if len(rules) == 0 && fallback == "" && len(team) == 0 && len(teamFallback) == 0 {
+		return nil, nil, nil
 	}
 
 	vars := []admissionregistrationv1.Variable{
@@ -139,27 +131,51 @@ func Generate(snap *policy.Snapshot, opts Options) ([]*admissionregistrationv1.V
 		{Name: "hostNamespaces", Expression: hostNamespacesExpr},
 		{Name: "podName", Expression: podNameExpr},
 	}
-	chunks, err := chunkRules(rules)
+	if usesServiceAccounts(append(slices.Clone(rules), team...)) {
+		vars = append(vars, admissionregistrationv1.Variable{Name: "serviceAccount", Expression: serviceAccountExpr})
+	}
+	chunks, pick, err := chain("rules", rules, celString(fallback))
 	if err != nil {
 		return nil, nil, err
 	}
-	var pick strings.Builder
-	for i, c := range chunks {
-		name := fmt.Sprintf("rules%d", i)
-		vars = append(vars, admissionregistrationv1.Variable{Name: name, Expression: c})
-		fmt.Fprintf(&pick, "variables.%s != \"\" ? variables.%s : ", name, name)
+	vars = append(vars, chunks...)
+	vars = append(vars, admissionregistrationv1.Variable{Name: "rule", Expression: pick})
+	validations := []admissionregistrationv1.Validation{{
+		Expression:        `size(variables.required) == 0 || variables.rc in variables.required`,
+		MessageExpression: requiredMessage,
+		Reason:            ptr(metav1.StatusReasonForbidden),
+	}}
+	if len(team) > 0 || len(teamFallback) > 0 {
+		chunks, pick, err := chain("teamRules", team, teamFallbackExpr(teamFallback))
+		if err != nil {
+			return nil, nil, err
+		}
+		vars = append(vars, chunks...)
+		vars = append(vars, admissionregistrationv1.Variable{Name: "teamRule", Expression: pick})
+		validations = append(validations, admissionregistrationv1.Validation{
+			Expression:        `size(variables.teamRequired) == 0 || variables.rc in variables.teamRequired`,
+			MessageExpression: strings.NewReplacer("variables.required", "variables.teamRequired", "variables.rule", "variables.teamRule", "isolator rule", "isolator team rule").Replace(requiredMessage),
+			Reason:            ptr(metav1.StatusReasonForbidden),
+		})
 	}
-	pick.WriteString(celString(fallback))
 	vars = append(vars,
-		admissionregistrationv1.Variable{Name: "rule", Expression: pick.String()},
 		// A variable is evaluated once per admission, so the map is built once.
 		admissionregistrationv1.Variable{Name: "requiredByRule", Expression: requiredMap(required)},
 		admissionregistrationv1.Variable{Name: "required", Expression: `variables.rule in variables.requiredByRule ? variables.requiredByRule[variables.rule] : []`},
 	)
+	if len(team) > 0 || len(teamFallback) > 0 {
+		vars = append(vars, admissionregistrationv1.Variable{Name: "teamRequired", Expression: `variables.teamRule in variables.requiredByRule ? variables.requiredByRule[variables.teamRule] : []`})
+	}
+	validations = append(validations, admissionregistrationv1.Validation{
+		Expression:        `!variables.hostNamespaces || !(variables.rc in ` + celList(vmClasses) + `)`,
+		MessageExpression: hostNamespacesMessage,
+		Reason:            ptr(metav1.StatusReasonForbidden),
+	})
+	nRules := len(rules) + len(team)
 
 	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: admissionregistrationv1.SchemeGroupVersion.String(), Kind: "ValidatingAdmissionPolicy"},
-		ObjectMeta: objectMeta(snap, len(rules)),
+		ObjectMeta: objectMeta(snap, nRules),
 		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
 			FailurePolicy: ptr(admissionregistrationv1.Fail),
 			MatchConstraints: &admissionregistrationv1.MatchResources{
@@ -198,24 +214,13 @@ func Generate(snap *policy.Snapshot, opts Options) ([]*admissionregistrationv1.V
 				Name:       ImageChangeCondition,
 				Expression: imageChangeExpr,
 			}},
-			Variables: vars,
-			Validations: []admissionregistrationv1.Validation{
-				{
-					Expression:        `size(variables.required) == 0 || variables.rc in variables.required`,
-					MessageExpression: requiredMessage,
-					Reason:            ptr(metav1.StatusReasonForbidden),
-				},
-				{
-					Expression:        `!variables.hostNamespaces || !(variables.rc in ` + celList(sandboxed) + `)`,
-					MessageExpression: hostNamespacesMessage,
-					Reason:            ptr(metav1.StatusReasonForbidden),
-				},
-			},
+			Variables:   vars,
+			Validations: validations,
 		},
 	}
 	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
 		TypeMeta:   metav1.TypeMeta{APIVersion: admissionregistrationv1.SchemeGroupVersion.String(), Kind: "ValidatingAdmissionPolicyBinding"},
-		ObjectMeta: objectMeta(snap, len(rules)),
+		ObjectMeta: objectMeta(snap, nRules),
 		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
 			PolicyName:        Name,
 			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
@@ -228,6 +233,88 @@ func Generate(snap *policy.Snapshot, opts Options) ([]*admissionregistrationv1.V
 	}
 	return []*admissionregistrationv1.ValidatingAdmissionPolicy{vap}, []*admissionregistrationv1.ValidatingAdmissionPolicyBinding{binding}, nil
 }
+
+// enforced returns the Enforce rules that can change what the backstop requires, and
+// the default rule's name when the default decides a sandboxed class, and records in
+// required what each sandboxed rule (and that default) accepts. Past the last sandboxed
+// rule, a match only ever picks a non-sandboxed class, as does falling through to a
+// non-sandboxed default: those rules can't change what the backstop requires.
+func enforced(snap *policy.Snapshot, rules []policy.RuleInfo, defClass, defRule string, hasDefault bool, required map[string][]string) ([]policy.RuleInfo, string) {
+	defSandboxed := false
+	if hasDefault {
+		c, _ := snap.Class(defClass)
+		defSandboxed = c.Sandboxed
+	}
+	if !defSandboxed {
+		last := -1
+		for i, r := range rules {
+			if r.Sandboxed {
+				last = i
+			}
+		}
+		rules = rules[:last+1]
+	}
+	for _, r := range rules {
+		if r.Sandboxed {
+			required[r.Qualified] = acceptedList(snap, r.Rule.RuntimeClass)
+		}
+	}
+	if !defSandboxed {
+		return rules, ""
+	}
+	required[defRule] = acceptedList(snap, defClass)
+	return rules, defRule
+}
+
+// chain renders rules in resolution order as variables <prefix>0, <prefix>1, ...
+// (chunks of chained conditionals), and the expression that picks the first match of
+// them all, or fallback.
+func chain(prefix string, rules []policy.RuleInfo, fallback string) ([]admissionregistrationv1.Variable, string, error) {
+	chunks, err := chunkRules(rules)
+	if err != nil {
+		return nil, "", err
+	}
+	var vars []admissionregistrationv1.Variable
+	var pick strings.Builder
+	for i, c := range chunks {
+		name := fmt.Sprintf("%s%d", prefix, i)
+		vars = append(vars, admissionregistrationv1.Variable{Name: name, Expression: c})
+		fmt.Fprintf(&pick, "variables.%s != \"\" ? variables.%s : ", name, name)
+	}
+	pick.WriteString(fallback)
+	return vars, pick.String(), nil
+}
+
+// teamFallbackExpr picks the team default of the request's namespace, when it decides
+// a sandboxed class.
+func teamFallbackExpr(byNamespace map[string]string) string {
+	namespaces := make([]string, 0, len(byNamespace))
+	for ns := range byNamespace {
+		namespaces = append(namespaces, ns)
+	}
+	sort.Strings(namespaces)
+	var b strings.Builder
+	for _, ns := range namespaces {
+		b.WriteString("request.namespace == " + celString(ns) + " ? " + celString(byNamespace[ns]) + " : ")
+	}
+	b.WriteString(`""`)
+	return b.String()
+}
+
+func usesServiceAccounts(rules []policy.RuleInfo) bool {
+	for _, r := range rules {
+		for _, x := range r.Rule.Exclude {
+			if len(x.ServiceAccountNames) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// serviceAccountExpr is the pod's service account; the apiserver sets "default" before
+// admission, and a pod without one is treated the same.
+const serviceAccountExpr = `has(object.spec.serviceAccountName) && object.spec.serviceAccountName != "" ? object.spec.serviceAccountName : "default"`
 
 // corev1NamespaceNameLabel is set by the apiserver on every namespace to its name.
 const corev1NamespaceNameLabel = "kubernetes.io/metadata.name"
@@ -363,6 +450,10 @@ func chunkRules(rules []policy.RuleInfo) ([]string, error) {
 func matchExpr(r policy.RuleInfo) (string, error) {
 	m := r.Rule.Match
 	var conds []string
+	if r.Team != "" {
+		// A team rule applies in its own namespace only.
+		conds = append(conds, "request.namespace == "+celString(r.Team))
+	}
 	if len(m.Namespaces) > 0 {
 		c, err := namespacesExpr(m.Namespaces)
 		if err != nil {
@@ -389,8 +480,37 @@ func matchExpr(r policy.RuleInfo) (string, error) {
 		}
 		conds = append(conds, c)
 	}
+	for _, x := range r.Rule.Exclude {
+		c, err := exclusionExpr(x)
+		if err != nil {
+			return "", err
+		}
+		conds = append(conds, "!("+c+")")
+	}
 	if len(conds) == 0 {
 		return "true", nil
+	}
+	return strings.Join(conds, " && "), nil
+}
+
+// exclusionExpr renders an exception: every field given holds.
+func exclusionExpr(x policy.Exclusion) (string, error) {
+	var conds []string
+	if len(x.Namespaces) > 0 {
+		c, err := namespacesExpr(x.Namespaces)
+		if err != nil {
+			return "", err
+		}
+		conds = append(conds, c)
+	}
+	if x.NamespaceSelector != nil {
+		conds = append(conds, selectorExpr("variables.nsLabels", x.NamespaceSelector)...)
+	}
+	if x.PodSelector != nil {
+		conds = append(conds, selectorExpr("variables.podLabels", x.PodSelector)...)
+	}
+	if len(x.ServiceAccountNames) > 0 {
+		conds = append(conds, "variables.serviceAccount in "+celList(x.ServiceAccountNames))
 	}
 	return strings.Join(conds, " && "), nil
 }
