@@ -31,9 +31,9 @@ type Facts struct {
 	RuntimeClassName string
 	// ServiceAccountName is the pod's service account, "default" when it names none.
 	ServiceAccountName string
-	HostNetwork      bool
-	HostPID          bool
-	HostIPC          bool
+	HostNetwork        bool
+	HostPID            bool
+	HostIPC            bool
 }
 
 // Outcome is the result of one rule for one pod.
