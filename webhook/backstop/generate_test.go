@@ -43,6 +43,9 @@ func loadSnapshot(t testing.TB, files ...string) *policy.Snapshot {
 		for _, e := range errs {
 			t.Fatalf("%s: %v", f, e)
 		}
+		for i := range srcs {
+			srcs[i].AsTeam(DefaultNamespace)
+		}
 		sources = append(sources, srcs...)
 	}
 	snap, err := policy.Compile(sources...)
@@ -179,7 +182,7 @@ var (
 		nil, {"app": "ci-runner"}, {"app": "web"}, {"app.kubernetes.io/name": "gitlab-runner"},
 		{"app.kubernetes.io/name": "actions-runner", "isolator.dev/exempt": "yes"}, {"app": "build-agent"},
 	}
-	podClasses = []string{"", "", "kata-rc", "runc-rc", "gvisor"}
+	podClasses = []string{"", "", "kata-rc", "runc-rc", "gvisor", "kata-clh", "nvidia", "wasm"}
 )
 
 func randomPod(r *rand.Rand, i int) (*corev1.Pod, *corev1.Namespace) {
@@ -204,6 +207,7 @@ func randomPod(r *rand.Rand, i int) (*corev1.Pod, *corev1.Namespace) {
 	if c := pick(r, podClasses); c != "" {
 		pod.Spec.RuntimeClassName = &c
 	}
+	pod.Spec.ServiceAccountName = pick(r, []string{"", "default", "platform-agent"})
 	pod.Spec.HostNetwork = r.IntN(8) == 0
 	pod.Spec.HostPID = r.IntN(16) == 0
 	return pod, ns
@@ -247,6 +251,11 @@ func decidedClass(snap *policy.Snapshot, d policy.Decision) string {
 	if rule == d.Rule {
 		return c
 	}
+	for _, ns := range snap.TeamNamespaces() {
+		if c, rule, _ := snap.TeamDefault(ns); rule == d.Rule {
+			return c
+		}
+	}
 	return ""
 }
 
@@ -259,7 +268,7 @@ func decidedClass(snap *policy.Snapshot, d policy.Decision) string {
 //     admits.
 func TestBackstopAgreesWithEvaluate(t *testing.T) {
 	ctx := context.Background()
-	sets := map[string][]string{"all-examples": exampleFiles(t)}
+	sets := map[string][]string{"all-examples": exampleFiles(t), "tiers": {filepath.Join("testdata", "policies", "tiers.yaml")}}
 	for _, f := range exampleFiles(t) {
 		sets[filepath.Base(f)] = []string{f}
 	}
@@ -290,7 +299,7 @@ func TestBackstopAgreesWithEvaluate(t *testing.T) {
 						wantDeny, wantRule = true, d.Rule
 					}
 				}
-				if c, ok := snap.Class(rc); ok && c.Sandboxed && (pod.Spec.HostNetwork || pod.Spec.HostPID || pod.Spec.HostIPC) {
+				if c, ok := snap.Class(rc); ok && c.VM() && (pod.Spec.HostNetwork || pod.Spec.HostPID || pod.Spec.HostIPC) {
 					wantDeny = true
 				}
 				v := p.admit(ctx, pod, ns, "alice")
@@ -301,7 +310,7 @@ func TestBackstopAgreesWithEvaluate(t *testing.T) {
 					t.Errorf("pod %s/%s (labels %v, images %v, class %q, hostNetwork %v): backstop denied=%v, want %v; Evaluate: %+v; messages %v",
 						ns.Name, pod.Name, pod.Labels, images(pod), rc, pod.Spec.HostNetwork, v.denied, wantDeny, d.Outcome, v.messages)
 				}
-				if wantRule != "" && v.denied && !strings.Contains(strings.Join(v.messages, " "), "isolator rule "+wantRule) {
+				if wantRule != "" && v.denied && !strings.Contains(strings.Join(v.messages, " "), "rule "+wantRule+")") {
 					t.Errorf("pod %s/%s: denial %q does not name rule %s", ns.Name, pod.Name, v.messages, wantRule)
 				}
 				if v.denied {
@@ -335,7 +344,8 @@ func TestBackstopAgreesWithEvaluate(t *testing.T) {
 func TestBackstopAgreesOnImageUpdates(t *testing.T) {
 	ctx := context.Background()
 	var denied, allowed int
-	for _, files := range [][]string{exampleFiles(t), {filepath.Join(examplesDir, "untrusted-images.yaml")}, {filepath.Join(examplesDir, "policies.yaml")}} {
+	for _, files := range [][]string{exampleFiles(t), {filepath.Join(examplesDir, "untrusted-images.yaml")}, {filepath.Join(examplesDir, "policies.yaml")},
+		{filepath.Join("testdata", "policies", "tiers.yaml")}} {
 		d, a := imageUpdates(ctx, t, files)
 		denied, allowed = denied+d, allowed+a
 	}
