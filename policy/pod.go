@@ -4,6 +4,13 @@ import (
 	"fmt"
 )
 
+// Annotations isolator sets on the pods it mutates: the class it set, and the rule that
+// decided it ("<source>/<rule>").
+const (
+	AnnotationRuntimeClass = "isolator.dev/runtime-class"
+	AnnotationRule         = "isolator.dev/rule"
+)
+
 // Pod is the part of a Pod that decisions depend on. It decodes from Pod JSON or YAML
 // and ignores every other field, which keeps decoding cheap and keeps fields this build
 // does not know out of the way.
@@ -98,4 +105,31 @@ func (p *Pod) facts(ns string, nsLabels map[string]string, normalize func(string
 		}
 	}
 	return f, nil
+}
+
+// ClassSetByIsolator reports whether the pod's runtimeClassName is one isolator set in
+// an earlier pass (its annotation names the same class). Such a class is not the pod
+// author's choice. A pod that fakes the annotation gains nothing: it is only decided.
+func (p *Pod) ClassSetByIsolator() bool {
+	rc := p.Spec.RuntimeClassName
+	return rc != nil && *rc != "" && p.Metadata.Annotations[AnnotationRuntimeClass] == *rc
+}
+
+// EvaluatePod decides a pod as the webhook does when it is created, from its facts
+// (Pod.Facts). A class isolator set itself is decided afresh, as if the pod named none;
+// when the fresh decision sets that same class, it stands (ActionKeep), as the
+// apiserver's second call of the webhook finds after the RuntimeClass plugin ran.
+// ownClass reports that the pod's class was isolator's. Every tool that explains
+// decisions uses this, so that they say what the webhook does.
+func (s *Snapshot) EvaluatePod(p *Pod, f *Facts) (d Decision, ownClass bool) {
+	if !p.ClassSetByIsolator() {
+		return s.Evaluate(f), false
+	}
+	fresh := *f
+	fresh.RuntimeClassName = ""
+	d = s.Evaluate(&fresh)
+	if d.Action == ActionSet && d.RuntimeClass == f.RuntimeClassName {
+		d.Action = ActionKeep
+	}
+	return d, true
 }

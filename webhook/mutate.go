@@ -17,12 +17,6 @@ import (
 	"github.com/isolator-dev/isolator/policy"
 )
 
-// Annotations isolator sets on the pods it mutates.
-const (
-	AnnotationRuntimeClass = "isolator.dev/runtime-class"
-	AnnotationRule         = "isolator.dev/rule"
-)
-
 // Audit annotation keys on admission responses. The apiserver prefixes them with the
 // webhook's name: pods.isolator.dev/action and so on.
 const (
@@ -112,17 +106,12 @@ func (m *PodMutator) decide(ctx context.Context, req *podRequest) verdict {
 		return m.decideUpdate(ctx, start, pod, &facts)
 	}
 	// A class that isolator set itself in an earlier pass (reinvocation) is not the
-	// user's choice: decide afresh. A pod that fakes the annotation only gets decided.
-	ownClass := false
-	if facts.RuntimeClassName != "" && pod.Metadata.Annotations[AnnotationRuntimeClass] == facts.RuntimeClassName {
-		facts.RuntimeClassName, ownClass = "", true
-	}
-	d := m.Policy().Evaluate(&facts)
-	if ownClass && d.Action == policy.ActionSet && d.RuntimeClass == *pod.Spec.RuntimeClassName {
+	// user's choice: it is decided afresh (policy.EvaluatePod).
+	d, ownClass := m.Policy().EvaluatePod(pod, &facts)
+	if ownClass && d.Action == policy.ActionKeep {
 		// The apiserver calls again after the in-tree RuntimeClass plugin added the
 		// class's overhead and scheduling: the decision stands, and it was counted the
 		// first time.
-		d.Action = policy.ActionKeep
 		v := m.respond(ctx, pod, &d, ownClass)
 		// The first call's audit annotations stand; the apiserver refuses to overwrite them.
 		v.audit = [numAuditKeys]string{}

@@ -30,7 +30,6 @@ import (
 
 	"github.com/isolator-dev/isolator/e2e/harness"
 	"github.com/isolator-dev/isolator/policy"
-	"github.com/isolator-dev/isolator/webhook"
 )
 
 func main() {
@@ -151,16 +150,13 @@ func explain(snap *policy.Snapshot, p *corev1.Pod, nsLabels map[string]string) s
 	if err != nil {
 		return err.Error()
 	}
-	if pp.Spec.RuntimeClassName != nil && pp.Metadata.Annotations[webhook.AnnotationRuntimeClass] == *pp.Spec.RuntimeClassName {
-		pp.Spec.RuntimeClassName = nil
-	}
 	facts, err := pp.Facts(p.Namespace, nsLabels)
 	if err != nil {
 		return err.Error()
 	}
-	d := snap.Evaluate(&facts)
-	if d.Rule != p.Annotations[webhook.AnnotationRule] && d.Action != policy.ActionKeep && d.Action != policy.ActionNone {
-		return fmt.Sprintf("(the webhook chose %s, but the policy file says %s) %s", p.Annotations[webhook.AnnotationRule], d.Rule, d.Reason)
+	d, _ := snap.EvaluatePod(&pp, &facts)
+	if d.Rule != p.Annotations[policy.AnnotationRule] && d.Action != policy.ActionKeep && d.Action != policy.ActionNone {
+		return fmt.Sprintf("(the webhook chose %s, but the policy file says %s) %s", p.Annotations[policy.AnnotationRule], d.Rule, d.Reason)
 	}
 	return d.Reason
 }
@@ -223,9 +219,9 @@ func createExamples(ctx context.Context, cp *harness.ControlPlane, snap *policy.
 		var status apierrors.APIStatus
 		switch {
 		case err == nil && warn.text != "":
-			rows = append(rows, row{p.Namespace, p.Name, classOf(got), got.Annotations[webhook.AnnotationRule], "warning: " + warn.text})
+			rows = append(rows, row{p.Namespace, p.Name, classOf(got), got.Annotations[policy.AnnotationRule], "warning: " + warn.text})
 		case err == nil:
-			rows = append(rows, row{p.Namespace, p.Name, classOf(got), got.Annotations[webhook.AnnotationRule], explain(snap, got, ns.Labels)})
+			rows = append(rows, row{p.Namespace, p.Name, classOf(got), got.Annotations[policy.AnnotationRule], explain(snap, got, ns.Labels)})
 		case errors.As(err, &status) && apierrors.IsForbidden(err):
 			rows = append(rows, row{p.Namespace, p.Name, "DENIED", "", status.Status().Message})
 		default:
@@ -269,7 +265,7 @@ func createDeployment(ctx context.Context, cp *harness.ControlPlane, snap *polic
 	var rows []row
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		rows = append(rows, row{p.Namespace, p.Name + " (Deployment checkout)", classOf(p), p.Annotations[webhook.AnnotationRule], explain(snap, p, ns.Labels)})
+		rows = append(rows, row{p.Namespace, p.Name + " (Deployment checkout)", classOf(p), p.Annotations[policy.AnnotationRule], explain(snap, p, ns.Labels)})
 	}
 	return rows, nil
 }

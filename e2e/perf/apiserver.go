@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/isolator-dev/isolator/e2e/harness"
+	"github.com/isolator-dev/isolator/policy"
 	"github.com/isolator-dev/isolator/webhook"
 )
 
@@ -171,7 +172,7 @@ func configureSetups(ctx context.Context, e *env, rp admissionregistrationv1.Rei
 			Mutations: []admissionregistrationv1.Mutation{{
 				PatchType: admissionregistrationv1.PatchTypeApplyConfiguration,
 				ApplyConfiguration: &admissionregistrationv1.ApplyConfiguration{Expression: `Object{
-  metadata: Object.metadata{annotations: {"` + webhook.AnnotationRuntimeClass + `": "kata-rc", "` + webhook.AnnotationRule + `": "perf/sandbox"}},
+  metadata: Object.metadata{annotations: {"` + policy.AnnotationRuntimeClass + `": "kata-rc", "` + policy.AnnotationRule + `": "perf/sandbox"}},
   spec: Object.spec{runtimeClassName: "kata-rc"}
 }`},
 			}},

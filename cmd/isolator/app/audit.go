@@ -176,10 +176,7 @@ func auditPod(snap *policy.Snapshot, pod *corev1.Pod, nsLabels map[string]string
 		l.Action, l.Reason, l.Differs = string(policy.ActionDeny), err.Error(), true
 		return l
 	}
-	if current != "" && pod.Annotations[webhook.AnnotationRuntimeClass] == current {
-		facts.RuntimeClassName = ""
-	}
-	d := snap.Evaluate(&facts)
+	d, _ := snap.EvaluatePod(&p, &facts)
 	l.RuntimeClass, l.Rule, l.Action, l.Reason = d.RuntimeClass, d.Rule, string(d.Action), d.Reason
 	switch d.Action {
 	case policy.ActionDeny:

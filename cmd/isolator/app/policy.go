@@ -240,7 +240,7 @@ func explainPod(snap *policy.Snapshot, in podInput) explained {
 		e.Action, e.Reason = string(policy.ActionDeny), err.Error()
 		return e
 	}
-	d := snap.Evaluate(&facts)
+	d, _ := snap.EvaluatePod(&in.pod, &facts)
 	e.RuntimeClass, e.Rule, e.Action, e.Reason = d.RuntimeClass, d.Rule, string(d.Action), d.Reason
 	e.audit = d.Audit
 	return e
