@@ -271,6 +271,23 @@ func (e *DocumentError) Error() string {
 	return b.String()
 }
 
+// ParseConfigMap reads the RuntimePolicy a policy ConfigMap holds under data key
+// policy.yaml; errors carry full field paths (data[policy.yaml].spec...). It does not
+// validate. The source is named after the ConfigMap; see Source.AsTeam for ConfigMaps
+// outside the isolator namespace.
+func ParseConfigMap(namespace, name string, data map[string]string) (*Source, field.ErrorList) {
+	root := field.NewPath("data").Key(ConfigMapKey)
+	text, ok := data[ConfigMapKey]
+	if !ok {
+		return nil, field.ErrorList{field.Required(root, "a policy ConfigMap keeps its RuntimePolicy under data key "+ConfigMapKey)}
+	}
+	p, errs := Parse([]byte(text), root)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return &Source{Name: name, Namespace: namespace, Origin: "ConfigMap " + namespace + "/" + name, Root: root, Policy: p}, nil
+}
+
 // envelope is the part of any Kubernetes-style document needed to tell what it is.
 type envelope struct {
 	APIVersion string `json:"apiVersion"`
@@ -412,19 +429,15 @@ func readSource(doc []byte, origin, fileBase string) (*Source, field.ErrorList) 
 	}
 	switch {
 	case env.Kind == "ConfigMap":
-		root := field.NewPath("data").Key(ConfigMapKey)
-		text, ok := env.Data[ConfigMapKey]
-		if !ok {
-			return nil, field.ErrorList{field.Required(root, "a policy ConfigMap keeps its RuntimePolicy under data key "+ConfigMapKey)}
-		}
 		if env.Metadata.Name == "" {
 			return nil, field.ErrorList{field.Required(field.NewPath("metadata", "name"), "the ConfigMap's name qualifies its rules")}
 		}
-		p, errs := Parse([]byte(text), root)
+		src, errs := ParseConfigMap(env.Metadata.Namespace, env.Metadata.Name, env.Data)
 		if len(errs) > 0 {
 			return nil, errs
 		}
-		return &Source{Name: env.Metadata.Name, Namespace: env.Metadata.Namespace, Origin: origin + " (ConfigMap " + env.Metadata.Name + ")", Root: root, Policy: p}, nil
+		src.Origin = origin + " (ConfigMap " + env.Metadata.Name + ")"
+		return src, nil
 	case env.Kind == Kind || strings.HasPrefix(env.APIVersion, "isolator.dev/") || (env.Kind == "" && env.APIVersion == ""):
 		p, errs := Parse(doc, nil)
 		if len(errs) > 0 {

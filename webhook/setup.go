@@ -24,9 +24,9 @@ import (
 )
 
 // CacheOptions limits the manager's cache to what the webhook reads: policy ConfigMaps
-// in its own namespace, and only the metadata (name and labels) of Namespaces and
-// RuntimeClasses.
-func CacheOptions(namespace string) cache.Options {
+// (in its own namespace, or with teams in every namespace), and only the metadata (name
+// and labels) of Namespaces and RuntimeClasses.
+func CacheOptions(namespace string, teams bool) cache.Options {
 	keepNameAndLabels := func(in any) (any, error) {
 		if m, ok := in.(*metav1.PartialObjectMetadata); ok {
 			return &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
@@ -38,7 +38,7 @@ func CacheOptions(namespace string) cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.ConfigMap{}: {
-				Namespaces: map[string]cache.Config{namespace: {}},
+				Namespaces: configMapNamespaces(namespace, teams),
 				Label:      labels.SelectorFromSet(labels.Set{policy.PolicyLabel: "true"}),
 				Transform:  cache.TransformStripManagedFields(),
 			},
@@ -46,6 +46,13 @@ func CacheOptions(namespace string) cache.Options {
 			partial(runtimeClassGVK): {Transform: keepNameAndLabels},
 		},
 	}
+}
+
+func configMapNamespaces(namespace string, teams bool) map[string]cache.Config {
+	if teams {
+		return map[string]cache.Config{cache.AllNamespaces: {}}
+	}
+	return map[string]cache.Config{namespace: {}}
 }
 
 func partial(gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
@@ -68,6 +75,9 @@ type Options struct {
 	// Backstop reconciles the fail-closed ValidatingAdmissionPolicy backstop from every
 	// new policy, on the leader.
 	Backstop bool
+	// TeamPolicies reads policy ConfigMaps in every namespace: each is its namespace's
+	// team policy. Off, only Namespace's count.
+	TeamPolicies bool
 }
 
 // Webhook is the admission side wired into a manager.
@@ -104,6 +114,7 @@ func Setup(mgr manager.Manager, opts Options) (*Webhook, error) {
 		cache:          mgr.GetCache(),
 		reader:         mgr.GetClient(),
 	}
+	w.Store.Namespace = opts.Namespace
 	srv := mgr.GetWebhookServer()
 	srv.Register(MutatePath, &PodMutator{
 		Policy: w.Store.Snapshot, Namespaces: w.Namespaces, RuntimeClasses: w.RuntimeClasses, Metrics: m,
@@ -201,8 +212,11 @@ func (w *Webhook) Start(ctx context.Context) error {
 		case <-trigger:
 		}
 		var list corev1.ConfigMapList
-		if err := w.reader.List(ctx, &list, client.InNamespace(w.opts.Namespace),
-			client.MatchingLabels{policy.PolicyLabel: "true"}); err != nil {
+		opts := []client.ListOption{client.MatchingLabels{policy.PolicyLabel: "true"}}
+		if !w.opts.TeamPolicies {
+			opts = append(opts, client.InNamespace(w.opts.Namespace))
+		}
+		if err := w.reader.List(ctx, &list, opts...); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "listing policy ConfigMaps from the cache")
 			time.Sleep(time.Second)
 			poke()

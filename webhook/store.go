@@ -31,19 +31,14 @@ type EventRecorder interface {
 // ParseConfigMap reads and validates the RuntimePolicy of a policy ConfigMap. The errors
 // carry full field paths (data[policy.yaml].spec...), as `isolator policy validate` prints.
 func ParseConfigMap(cm *corev1.ConfigMap) (*policy.Source, field.ErrorList) {
-	root := field.NewPath("data").Key(policy.ConfigMapKey)
-	text, ok := cm.Data[policy.ConfigMapKey]
-	if !ok {
-		return nil, field.ErrorList{field.Required(root, "a policy ConfigMap keeps its RuntimePolicy under data key "+policy.ConfigMapKey)}
-	}
-	p, errs := policy.Parse([]byte(text), root)
+	src, errs := policy.ParseConfigMap(cm.Namespace, cm.Name, cm.Data)
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	if errs := policy.Validate(p, root); len(errs) > 0 {
+	if errs := policy.Validate(src.Policy, src.Root); len(errs) > 0 {
 		return nil, errs
 	}
-	return &policy.Source{Name: cm.Name, Origin: "ConfigMap " + cm.Namespace + "/" + cm.Name, Root: root, Policy: p}, nil
+	return src, nil
 }
 
 // configMapState is what the store remembers about one policy ConfigMap.
@@ -56,10 +51,14 @@ type configMapState struct {
 	problem  string
 }
 
-// Store turns the policy ConfigMaps of one namespace into the Snapshot that admissions
-// read. Each change goes parse -> validate -> compile -> merge -> atomic swap; reads are
+// Store turns the policy ConfigMaps into the Snapshot that admissions read: those in
+// isolator's namespace are cluster policies, those anywhere else their namespace's team
+// policies. Each change goes parse -> validate -> compile -> merge -> atomic swap; reads are
 // one atomic load.
 type Store struct {
+	// Namespace is isolator's namespace, where the cluster policies live.
+	Namespace string
+
 	current atomic.Pointer[policy.Snapshot]
 	ready   atomic.Bool
 
@@ -103,18 +102,22 @@ func (s *Store) Rebuild(ctx context.Context, cms []corev1.ConfigMap) {
 	seen := map[string]bool{}
 	var sources []policy.Source
 	invalid := 0
-	sort.Slice(cms, func(i, j int) bool { return cms[i].Name < cms[j].Name })
+	sort.Slice(cms, func(i, j int) bool { return s.key(&cms[i]) < s.key(&cms[j]) })
 	for i := range cms {
 		cm := &cms[i]
-		seen[cm.Name] = true
-		st := s.states[cm.Name]
+		key := s.key(cm)
+		seen[key] = true
+		st := s.states[key]
 		if st == nil {
 			st = &configMapState{}
-			s.states[cm.Name] = st
+			s.states[key] = st
 		}
 		if st.resourceVersion != cm.ResourceVersion || cm.ResourceVersion == "" {
 			st.resourceVersion = cm.ResourceVersion
 			src, errs := ParseConfigMap(cm)
+			if src != nil {
+				src.AsTeam(s.Namespace)
+			}
 			if len(errs) > 0 {
 				st.invalid = true
 				st.problem = errs.ToAggregate().Error()
@@ -122,14 +125,14 @@ func (s *Store) Rebuild(ctx context.Context, cms []corev1.ConfigMap) {
 				if st.lastGood != nil {
 					kept = "its last good version stays in force"
 				}
-				log.Error(errs.ToAggregate(), "policy ConfigMap is invalid", "configmap", cm.Name, "resourceVersion", cm.ResourceVersion, "kept", kept)
+				log.Error(errs.ToAggregate(), "policy ConfigMap is invalid", "configmap", key, "resourceVersion", cm.ResourceVersion, "kept", kept)
 				if s.recorder != nil {
 					s.recorder.Eventf(cm, nil, corev1.EventTypeWarning, ReasonPolicyInvalid, "Reload",
 						"policy is invalid; %s: %s", kept, truncate(st.problem, 900))
 				}
 			} else {
 				st.invalid, st.problem, st.lastGood = false, "", src
-				log.Info("policy ConfigMap loaded", "configmap", cm.Name, "resourceVersion", cm.ResourceVersion, "rules", len(src.Policy.Spec.Rules))
+				log.Info("policy ConfigMap loaded", "configmap", key, "resourceVersion", cm.ResourceVersion, "rules", len(src.Policy.Spec.Rules))
 				if s.recorder != nil {
 					s.recorder.Eventf(cm, nil, corev1.EventTypeNormal, ReasonPolicyLoaded, "Reload", "policy loaded: %d rules", len(src.Policy.Spec.Rules))
 				}
@@ -181,6 +184,15 @@ func (s *Store) observe(invalid, total int, ok bool) {
 	} else {
 		s.metrics.Reloads.WithLabelValues("error").Inc()
 	}
+}
+
+// key names a policy ConfigMap in logs and Status: by its name in isolator's namespace,
+// as <namespace>/<name> elsewhere.
+func (s *Store) key(cm *corev1.ConfigMap) string {
+	if cm.Namespace == s.Namespace || cm.Namespace == "" {
+		return cm.Name
+	}
+	return cm.Namespace + "/" + cm.Name
 }
 
 // Status describes each policy ConfigMap, for logs and the validator.

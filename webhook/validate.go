@@ -44,7 +44,17 @@ func (v *PolicyValidator) Handle(ctx context.Context, req admission.Request) adm
 	if cm.Name == "" {
 		cm.Name = req.Name
 	}
+	if cm.Namespace == "" {
+		cm.Namespace = req.Namespace
+	}
 	src, errs := ParseConfigMap(&cm)
+	if len(errs) == 0 && v.Store != nil {
+		src.AsTeam(v.Store.Namespace)
+		if src.Team != "" {
+			// A team policy must fit the cluster policies in force.
+			errs = v.Store.Snapshot().CheckTeam(src)
+		}
+	}
 	if len(errs) > 0 {
 		if v.Metrics != nil {
 			v.Metrics.PolicyDenials.WithLabelValues(string(req.Operation)).Inc()
@@ -76,7 +86,10 @@ func (v *PolicyValidator) Handle(ctx context.Context, req admission.Request) adm
 			warnings = append(warnings, "merging with the other policies failed: "+err.Error())
 		} else {
 			for _, w := range snap.Warnings() {
-				warnings = append(warnings, "policies disagree: "+w)
+				// A team policy hears only about itself, not about other teams.
+				if src.Team == "" || strings.Contains(w, src.Origin) || strings.Contains(w, src.Name) {
+					warnings = append(warnings, "policies disagree: "+w)
+				}
 			}
 		}
 	}

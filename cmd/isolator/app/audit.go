@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -59,7 +60,7 @@ when the policy would deny it. --all lists every pod.`,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses $KUBECONFIG or the in-cluster service account")
-	fs.StringVar(&o.namespace, "namespace", "isolator-system", "namespace of the cluster's policy ConfigMaps")
+	fs.StringVar(&o.namespace, "namespace", "isolator-system", "namespace of the cluster's policy ConfigMaps; those in any other namespace are team policies")
 	fs.StringArrayVar(&o.policyFiles, "policy", nil, "use these policy files instead of the cluster's ConfigMaps; repeat for several")
 	fs.StringVar(&o.podNS, "pods-namespace", "", "audit the pods of one namespace only; empty audits every namespace")
 	fs.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
@@ -90,7 +91,7 @@ func runAudit(ctx context.Context, s streams, o auditOptions) error {
 	var sources []policy.Source
 	if len(o.policyFiles) > 0 {
 		var ok bool
-		sources, ok, err = loadPolicies(s, o.policyFiles, s.err)
+		sources, ok, err = loadPolicies(s, o.policyFiles, o.namespace, s.err)
 		if err != nil {
 			return err
 		}
@@ -98,16 +99,23 @@ func runAudit(ctx context.Context, s streams, o auditOptions) error {
 			return failure(fmt.Errorf("the policies above are invalid"))
 		}
 	} else {
-		cms, err := cs.CoreV1().ConfigMaps(o.namespace).List(ctx, metav1.ListOptions{LabelSelector: policy.PolicyLabel + "=true"})
+		// The cluster's policies, and with them every namespace's team policy.
+		sel := metav1.ListOptions{LabelSelector: policy.PolicyLabel + "=true"}
+		cms, err := cs.CoreV1().ConfigMaps(metav1.NamespaceAll).List(ctx, sel)
+		if apierrors.IsForbidden(err) {
+			fmt.Fprintf(s.err, "warning: you may not list ConfigMaps in every namespace, so team policies are left out: %v\n", err)
+			cms, err = cs.CoreV1().ConfigMaps(o.namespace).List(ctx, sel)
+		}
 		if err != nil {
-			return failure(fmt.Errorf("listing policy ConfigMaps in %s: %w", o.namespace, err))
+			return failure(fmt.Errorf("listing policy ConfigMaps: %w", err))
 		}
 		for i := range cms.Items {
 			src, errs := webhook.ParseConfigMap(&cms.Items[i])
 			if len(errs) > 0 {
-				fmt.Fprintf(s.err, "warning: ConfigMap %s/%s is invalid and is skipped: %v\n", o.namespace, cms.Items[i].Name, errs.ToAggregate())
+				fmt.Fprintf(s.err, "warning: ConfigMap %s/%s is invalid and is skipped: %v\n", cms.Items[i].Namespace, cms.Items[i].Name, errs.ToAggregate())
 				continue
 			}
+			src.AsTeam(o.namespace)
 			sources = append(sources, *src)
 		}
 		if len(sources) == 0 {

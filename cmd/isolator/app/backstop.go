@@ -42,7 +42,7 @@ kube-node-lease and isolator's own) are excluded, as in the webhook.`,
 			if output != "yaml" && output != "json" {
 				return usageError("-o must be yaml or json, not %q", output)
 			}
-			snap, err := compilePolicies(s, policyFiles)
+			snap, err := compilePolicies(s, policyFiles, namespace)
 			if err != nil {
 				return err
 			}

@@ -28,8 +28,18 @@ or a List of them as kubectl get -o yaml prints it. Use - to read standard input
 	return cmd
 }
 
+// defaultIsolatorNamespace is where isolator and the cluster policies live by default.
+const defaultIsolatorNamespace = "isolator-system"
+
+// isolatorNamespaceFlag registers --namespace for commands that read policy ConfigMaps
+// from files: a ConfigMap in any other namespace is that namespace's team policy.
+func isolatorNamespaceFlag(cmd *cobra.Command, ns *string) {
+	cmd.Flags().StringVar(ns, "namespace", defaultIsolatorNamespace, "isolator's namespace, where the cluster policies live; a policy ConfigMap in any other namespace is that namespace's team policy")
+}
+
 func newPolicyValidateCommand(s streams) *cobra.Command {
-	return &cobra.Command{
+	var namespace string
+	cmd := &cobra.Command{
 		Use:   "validate FILE...",
 		Short: "Check policies and print every problem with its field path",
 		Long: `Check RuntimePolicy documents and policy ConfigMaps.
@@ -54,7 +64,7 @@ error such as a missing file.`,
   render-policies | isolator policy validate -`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sources, ok, err := loadPolicies(s, args, s.out)
+			sources, ok, err := loadPolicies(s, args, namespace, s.out)
 			if err != nil {
 				return err
 			}
@@ -75,15 +85,17 @@ error such as a missing file.`,
 			return nil
 		},
 	}
+	isolatorNamespaceFlag(cmd, &namespace)
+	return cmd
 }
 
 // compilePolicies reads, validates and merges policy files for the commands that
 // evaluate them, printing merge warnings to the error stream.
-func compilePolicies(s streams, files []string) (*policy.Snapshot, error) {
+func compilePolicies(s streams, files []string, namespace string) (*policy.Snapshot, error) {
 	if len(files) == 0 {
 		return nil, usageError("--policy is required: name at least one policy file")
 	}
-	sources, ok, err := loadPolicies(s, files, s.err)
+	sources, ok, err := loadPolicies(s, files, namespace, s.err)
 	if err != nil {
 		return nil, err
 	}
@@ -101,8 +113,9 @@ func compilePolicies(s streams, files []string) (*policy.Snapshot, error) {
 }
 
 // loadPolicies reads and validates every policy in files, printing each problem to w.
-// ok is false when any document was invalid; err is a usage error (unreadable file).
-func loadPolicies(s streams, files []string, w io.Writer) (sources []policy.Source, ok bool, err error) {
+// A ConfigMap outside namespace is that namespace's team policy. ok is false when any
+// document was invalid; err is a usage error (unreadable file).
+func loadPolicies(s streams, files []string, namespace string, w io.Writer) (sources []policy.Source, ok bool, err error) {
 	ok = true
 	for _, file := range files {
 		data, name, err := readInput(s, file)
@@ -127,6 +140,7 @@ func loadPolicies(s streams, files []string, w io.Writer) (sources []policy.Sour
 				continue
 			}
 			// Two policies of the same name are refused by Compile, with both origins.
+			src.AsTeam(namespace)
 			sources = append(sources, src)
 		}
 	}
@@ -150,6 +164,7 @@ func newPolicyExplainCommand(s streams) *cobra.Command {
 		policyFiles []string
 		podFile     string
 		output      string
+		namespace   string
 	)
 	cmd := &cobra.Command{
 		Use:   "explain --policy FILE... -f PODS.yaml [-o text|json]",
@@ -165,7 +180,8 @@ With -o json, each pod is one JSON object on its own line:
   {"pod":"<ns>/<name>","runtimeClass":"kata-rc","rule":"<configmap-or-file>/<rule>",
    "action":"set|keep|replace|deny|none","reason":"..."}
 A rule is named after the ConfigMap that holds it, or the policy's metadata.name,
-or the policy file's name without extension.`,
+or the policy file's name without extension; a team policy's rule (a ConfigMap
+outside --namespace) as <namespace>/<configmap>/<rule>.`,
 		Example: `  # Explain the example pods against the example policies
   isolator policy explain --policy manifests/examples/policies.yaml -f manifests/examples/pods.yaml
 
@@ -173,7 +189,10 @@ or the policy file's name without extension.`,
   kubectl get pods -A -o yaml | isolator policy explain --policy policy.yaml -f - -o json
 
   # Several teams' policies together
-  isolator policy explain --policy team-a.yaml --policy team-b.yaml -f pods.yaml`,
+  isolator policy explain --policy team-a.yaml --policy team-b.yaml -f pods.yaml
+
+  # The cluster's policies with a team's own (its ConfigMap in namespace tenant-a)
+  isolator policy explain --policy platform.yaml --policy tenant-a-policy.yaml -f pods.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(policyFiles) == 0 {
@@ -185,7 +204,7 @@ or the policy file's name without extension.`,
 			if output != "text" && output != "json" {
 				return usageError("-o must be text or json, not %q", output)
 			}
-			snap, err := compilePolicies(s, policyFiles)
+			snap, err := compilePolicies(s, policyFiles, namespace)
 			if err != nil {
 				return err
 			}
@@ -210,6 +229,7 @@ or the policy file's name without extension.`,
 	cmd.Flags().StringArrayVar(&policyFiles, "policy", nil, "policy file (RuntimePolicy or ConfigMap YAML, - for stdin); repeat for several")
 	cmd.Flags().StringVarP(&podFile, "filename", "f", "", "file of Pods and Namespaces to explain (- for stdin)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	isolatorNamespaceFlag(cmd, &namespace)
 	return cmd
 }
 
