@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -142,12 +141,7 @@ func pod(ns, name, image string) *corev1.Pod {
 	}
 }
 
-func className(p *corev1.Pod) string {
-	if p == nil || p.Spec.RuntimeClassName == nil {
-		return ""
-	}
-	return *p.Spec.RuntimeClassName
-}
+func className(p *corev1.Pod) string { return harness.ClassOf(p) }
 
 func testContext(t *testing.T) context.Context {
 	t.Helper()
@@ -174,75 +168,16 @@ func attempt(t *testing.T, ctx context.Context, p *corev1.Pod) (*corev1.Pod, err
 	return got, err
 }
 
-// defence names what stopped an attempt. The apiserver's answer tells them apart:
-// each admission plugin, RBAC and validation word their refusals their own way.
-type defence string
-
+// The defences, as the harness tells them apart.
 const (
-	byWebhook    defence = "the isolator webhook"
-	byBackstop   defence = "the backstop ValidatingAdmissionPolicy"
-	byLabelGuard defence = "the namespace label guard"
-	byRBAC       defence = "RBAC"
-	byValidation defence = "apiserver validation"
+	byWebhook    = harness.ByWebhook
+	byBackstop   = harness.ByBackstop
+	byLabelGuard = harness.ByLabelGuard
+	byValidation = harness.ByValidation
 )
 
-var rbacRefusal = regexp.MustCompile(`is forbidden: User ".*" cannot [a-z]+ resource`)
-
-// defenceOf tells which defence refused a request, from its status and message.
-func defenceOf(err error) (defence, bool) {
-	msg := err.Error()
-	switch {
-	case apierrors.IsForbidden(err) && strings.Contains(msg, `admission webhook "pods.isolator.dev" denied the request: isolator: `):
-		return byWebhook, true
-	case apierrors.IsForbidden(err) && strings.Contains(msg, "ValidatingAdmissionPolicy 'isolator-backstop' with binding 'isolator-backstop' denied request"):
-		return byBackstop, true
-	case apierrors.IsForbidden(err) && strings.Contains(msg, "ValidatingAdmissionPolicy 'isolator-namespace-labels' with binding 'isolator-namespace-labels' denied request"):
-		return byLabelGuard, true
-	case apierrors.IsForbidden(err) && rbacRefusal.MatchString(msg):
-		return byRBAC, true
-	case apierrors.IsInvalid(err):
-		return byValidation, true
-	}
-	return "", false
-}
-
-// refusedBy asserts that the attempt was refused by want, and that the refusal says
-// each of mentions (the rule, the class required, ...). It logs the defence.
-func refusedBy(t *testing.T, what string, err error, want defence, mentions ...string) {
-	t.Helper()
-	if err == nil {
-		t.Errorf("%s: admitted; want a refusal by %s", what, want)
-		return
-	}
-	got, ok := defenceOf(err)
-	switch {
-	case !ok:
-		t.Errorf("%s: failed, but not with a refusal by any defence: %v", what, err)
-		return
-	case got != want:
-		t.Errorf("%s: refused by %s; want %s: %v", what, got, want, err)
-		return
-	}
-	for _, m := range mentions {
-		if !strings.Contains(err.Error(), m) {
-			t.Errorf("%s: the refusal by %s does not say %q: %v", what, got, m, err)
-		}
-	}
-	t.Logf("%s: refused by %s: %v", what, got, err)
-}
-
-// admittedWith asserts that the attempt was admitted with runtime class want ("" for
-// none).
-func admittedWith(t *testing.T, what string, got *corev1.Pod, err error, want string) {
-	t.Helper()
-	if err != nil {
-		d, _ := defenceOf(err)
-		t.Errorf("%s: refused (by %q); want admitted with %q: %v", what, d, want, err)
-		return
-	}
-	if c := className(got); c != want {
-		t.Errorf("%s: admitted with runtimeClassName %q; want %q", what, c, want)
-		return
-	}
-	t.Logf("%s: admitted with %q", what, want)
-}
+var (
+	defenceOf    = harness.DefenceOf
+	refusedBy    = harness.RefusedBy
+	admittedWith = harness.AdmittedWith
+)
