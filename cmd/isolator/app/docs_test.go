@@ -65,6 +65,7 @@ func TestPolicyDocExamples(t *testing.T) {
 	blocks := readDocBlocks(t, policyDoc)
 	dir := t.TempDir()
 	sections := map[string][]string{}
+	teams := map[string]bool{}
 	var order []string
 	checked := 0
 	for i, b := range blocks {
@@ -76,10 +77,22 @@ func TestPolicyDocExamples(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantCode := ExitOK
-		if b.info == "yaml invalid" {
+		switch b.info {
+		case "yaml":
+		case "yaml invalid":
 			wantCode = ExitFailure
-		} else if b.info != "yaml" {
-			t.Errorf("%s:%d: unknown info string %q (yaml or yaml invalid)", policyDoc, b.line, b.info)
+		case "yaml team":
+			// A cluster policy and a team policy that builds on it: they are
+			// validated together, below, without warnings.
+			if _, seen := sections[b.section]; !seen {
+				order = append(order, b.section)
+			}
+			sections[b.section] = append(sections[b.section], file)
+			teams[b.section] = true
+			checked++
+			continue
+		default:
+			t.Errorf("%s:%d: unknown info string %q (yaml, yaml invalid or yaml team)", policyDoc, b.line, b.info)
 		}
 		code, stdout, stderr := run(t, "", "policy", "validate", file)
 		if code != wantCode {
@@ -109,6 +122,9 @@ func TestPolicyDocExamples(t *testing.T) {
 		code, stdout, stderr := run(t, "", append([]string{"policy", "validate"}, files...)...)
 		if code != ExitOK && !strings.Contains(stdout, "are both named") {
 			t.Errorf("%s: the section's policies do not validate together (exit %d)\n%s%s", sec, code, stdout, stderr)
+		}
+		if teams[sec] && (code != ExitOK || strings.Contains(stdout, "warning:")) {
+			t.Errorf("%s: the cluster and team policies do not validate together without warnings (exit %d)\n%s%s", sec, code, stdout, stderr)
 		}
 	}
 }
