@@ -27,7 +27,14 @@ export ISOLATOR_TOOLS_BIN := $(TOOLS_BIN)
 export ISOLATOR_BIN := $(BIN)/isolator
 export ISOLATOR_WEBHOOK_BIN := $(BIN)/isolator-webhook
 
-.PHONY: all build test unit e2e bench perf lint fuzz tools demo etcd-install image clean help
+.PHONY: all build test unit e2e bench perf lint fuzz tools demo prereqs demo-prereqs image clean help
+
+# Debian packages the e2e suites run: etcd for the control plane, Debian's containerd
+# 1.6 beside the module-built 2.4 for the node suite, dbus-daemon for the systemd
+# stand-in's bus. The demo needs only etcd. `make prereqs` installs what is missing
+# (as root), or prints the apt-get line to run.
+DEBIAN_PACKAGES := etcd-server containerd dbus-daemon
+DEMO_PACKAGES   := etcd-server
 
 all: build
 
@@ -44,7 +51,7 @@ unit: ## Unit tests, golden files and fuzz seed corpora (no servers)
 	$(GO) vet -tags e2e ./...
 	$(GO) test -race -count=1 ./...
 
-e2e: build tools ## e2e tests against a real kube-apiserver, etcd and containerd
+e2e: prereqs build tools ## e2e tests against a real kube-apiserver, etcd and containerd
 	@if [ -n "$$(find e2e -name '*_test.go' 2>/dev/null)" ]; then \
 	  $(GO) test -tags e2e -count=1 -timeout 60m ./e2e/...; \
 	else echo "e2e: no suites yet"; fi
@@ -108,17 +115,18 @@ image: ## Build the webhook and node images (docker; KATA_SHA256=... required)
 clean:
 	rm -rf $(BIN)
 
-demo: etcd-install build tools ## Run isolator on a local control plane with the example policies and pods (DEMO_EXIT=1 to exit)
+demo: demo-prereqs build tools ## Run isolator on a local control plane with the example policies and pods (DEMO_EXIT=1 to exit)
 	$(GO) run ./e2e/demo
 
-# The demo and the e2e tests run Debian's etcd; install it when missing and we may.
-etcd-install:
-	@command -v etcd >/dev/null 2>&1 || test -x /usr/bin/etcd || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "demo: installing etcd-server from Debian"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server >/dev/null || \
-	    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server; }; \
-	  else echo "demo: etcd is missing: run 'sudo apt-get install etcd-server'" >&2; exit 1; fi; }
+prereqs: ## Install the Debian packages the tests need when missing (as root), or print the apt-get line
+	@e2e/tools/debian-packages.sh prereqs $(DEBIAN_PACKAGES)
+
+demo-prereqs:
+	@e2e/tools/debian-packages.sh demo $(DEMO_PACKAGES)
+
+# The packages, for .ci/run.
+print-debian-packages:
+	@echo $(DEBIAN_PACKAGES)
 
 # Test tool builds (kube-apiserver, containerd, ...), one file per tool module.
 include $(wildcard e2e/tools/*.mk)
