@@ -79,7 +79,7 @@ func TestCostOfLargePolicies(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if raceEnabled && tc.images > 3 {
-				t.Skip("slow under the race detector; measured without it")
+				t.Skip("slow under the race detector; make unit runs it without")
 			}
 			snap := largePolicy(t, tc.rules, tc.imageRule)
 			vaps, _, err := Generate(snap, Options{})
