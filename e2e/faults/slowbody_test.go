@@ -10,15 +10,12 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/isolator-dev/isolator/e2e/harness"
 )
@@ -42,7 +39,10 @@ const (
 func TestSlowBodies(t *testing.T) {
 	cp.SaveLogsOnFailure(t)
 	ctx := testContext(t)
-	limit := manifestEnv(t, "GOMEMLIMIT")
+	limit, err := harness.ManifestEnv("GOMEMLIMIT")
+	if err != nil {
+		t.Fatal(err)
+	}
 	iso, err := cp.StartIsolator(ctx, harness.IsolatorOptions{Name: "slow-bodies", CertDir: certDir, Env: []string{"GOMEMLIMIT=" + limit}})
 	if err != nil {
 		t.Fatal(err)
@@ -154,30 +154,6 @@ func statusField(t *testing.T, pid int, field string) int64 {
 	}
 	t.Errorf("no %s in /proc/%d/status", field, pid)
 	return 0
-}
-
-// manifestEnv reads an environment variable of the webhook container from the
-// Deployment in manifests/base, so that the test runs the webhook as installed.
-func manifestEnv(t *testing.T, name string) string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(manifests, "base", "deployment.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, _, _ := bytes.Cut(data, []byte("\n---"))
-	var d appsv1.Deployment
-	if err := yaml.Unmarshal(doc, &d); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range d.Spec.Template.Spec.Containers {
-		for _, e := range c.Env {
-			if e.Name == name {
-				return e.Value
-			}
-		}
-	}
-	t.Fatalf("the webhook Deployment sets no %s", name)
-	return ""
 }
 
 // ordinaryReview is a pod the example policies send to runc-rc.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -408,4 +409,32 @@ func (cp *ControlPlane) Apply(ctx context.Context, paths ...string) error {
 		}
 	}
 	return nil
+}
+
+// ManifestEnv reads an environment variable of the webhook container from the
+// Deployment in manifests/base, so that a test or a measurement runs the webhook as
+// installed (GOMEMLIMIT, say) without copying the value.
+func ManifestEnv(name string) (string, error) {
+	dir, err := ManifestsDir()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "base", "deployment.yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	doc, _, _ := bytes.Cut(data, []byte("\n---"))
+	var d appsv1.Deployment
+	if err := yaml.Unmarshal(doc, &d); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	for _, c := range d.Spec.Template.Spec.Containers {
+		for _, e := range c.Env {
+			if e.Name == name {
+				return e.Value, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("%s: the webhook container sets no %s", path, name)
 }

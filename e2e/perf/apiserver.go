@@ -18,6 +18,7 @@ import (
 	"github.com/isolator-dev/isolator/e2e/harness"
 	"github.com/isolator-dev/isolator/policy"
 	"github.com/isolator-dev/isolator/webhook"
+	"github.com/isolator-dev/isolator/webhook/backstop"
 )
 
 // The three setups of the comparison, each in its own namespace.
@@ -34,6 +35,10 @@ type APIServerOptions struct {
 	Reinvocation []admissionregistrationv1.ReinvocationPolicyType
 	// Warmup pods per setup, created first and not counted.
 	Warmup int
+	// Backstop lists the isolator setups to measure: false is the webhook alone, true
+	// isolator as installed, the webhook and its backstop ValidatingAdmissionPolicy,
+	// which the apiserver evaluates on every pod create too.
+	Backstop []bool
 }
 
 // SetupLatency is one setup's pod-create latency.
@@ -51,7 +56,10 @@ type SetupLatency struct {
 
 // APIServerRun is the comparison under one reinvocation policy.
 type APIServerRun struct {
-	Reinvocation string         `json:"reinvocationPolicy"`
+	Reinvocation string `json:"reinvocationPolicy"`
+	// Backstop says which isolator was measured: true as installed (webhook and
+	// backstop ValidatingAdmissionPolicy), false the webhook alone.
+	Backstop bool           `json:"backstop"`
 	Setups       []SetupLatency `json:"setups"`
 	// RatioP50 and RatioP99 are isolator's added latency over the
 	// MutatingAdmissionPolicy's: at most 1.0 is the target.
@@ -75,8 +83,6 @@ type APIServerRun struct {
 
 // APIServerResult is the whole comparison.
 type APIServerResult struct {
-	// Backstop tells whether isolator's ValidatingAdmissionPolicy backstop was on.
-	Backstop bool `json:"backstop"`
 	// WebhookProtocol is what the apiserver speaks to the webhook, told from the
 	// connections it holds open after a burst of concurrent creates: HTTP/2
 	// multiplexes them over one.
@@ -111,31 +117,98 @@ func runAPIServer(ctx context.Context, e *env, opts APIServerOptions) (*APIServe
 		return nil, err
 	}
 	res := &APIServerResult{}
-	for _, rp := range opts.Reinvocation {
-		if err := configureSetups(ctx, e, rp); err != nil {
+	backstops := opts.Backstop
+	if len(backstops) == 0 {
+		backstops = []bool{false, true}
+	}
+	for _, withBackstop := range backstops {
+		if err := setBackstop(ctx, e, withBackstop); err != nil {
 			return nil, err
 		}
-		if err := waitMutated(ctx, e); err != nil {
-			return nil, err
-		}
-		if res.WebhookProtocol == "" {
-			res.WebhookConnections, err = burstConnections(ctx, e, iso)
+		for _, rp := range opts.Reinvocation {
+			run, err := compareOnce(ctx, e, iso, opts, rp, res)
 			if err != nil {
 				return nil, err
 			}
-			res.WebhookProtocol = "HTTP/1.1"
-			if res.WebhookConnections == 1 {
-				res.WebhookProtocol = "HTTP/2"
-			}
+			run.Backstop = withBackstop
+			res.Runs = append(res.Runs, *run)
 		}
-		e.logf("apiserver: reinvocationPolicy %s: %d pods per setup, interleaved (after %d warm-up)", rp, opts.Pods, opts.Warmup)
-		run, err := comparePods(ctx, e, iso, opts, string(rp))
+	}
+	if err := setBackstop(ctx, e, false); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// compareOnce measures the setups under one reinvocation policy. The first call also
+// finds out what protocol the apiserver speaks to the webhook.
+func compareOnce(ctx context.Context, e *env, iso *harness.Isolator, opts APIServerOptions, rp admissionregistrationv1.ReinvocationPolicyType, res *APIServerResult) (*APIServerRun, error) {
+	if err := configureSetups(ctx, e, rp); err != nil {
+		return nil, err
+	}
+	if err := waitMutated(ctx, e); err != nil {
+		return nil, err
+	}
+	if res.WebhookProtocol == "" {
+		n, err := burstConnections(ctx, e, iso)
 		if err != nil {
 			return nil, err
 		}
-		res.Runs = append(res.Runs, *run)
+		res.WebhookConnections, res.WebhookProtocol = n, "HTTP/1.1"
+		if n == 1 {
+			res.WebhookProtocol = "HTTP/2"
+		}
 	}
-	return res, nil
+	e.logf("apiserver: reinvocationPolicy %s: %d pods per setup, interleaved (after %d warm-up)", rp, opts.Pods, opts.Warmup)
+	return comparePods(ctx, e, iso, opts, string(rp))
+}
+
+// setBackstop installs or removes the backstop of the comparison's policy, as
+// `isolator policy backstop` renders it, bound to the isolator setup's namespace only:
+// the other setups' pods must not pay for it. (The webhook runs with --backstop=false
+// so that it does not rebind it cluster-wide.)
+func setBackstop(ctx context.Context, e *env, on bool) error {
+	api := e.cp.Client().AdmissionregistrationV1()
+	if !on {
+		_ = api.ValidatingAdmissionPolicyBindings().Delete(ctx, backstop.Name, metav1.DeleteOptions{})
+		err := api.ValidatingAdmissionPolicies().Delete(ctx, backstop.Name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		return nil
+	}
+	cm, err := policyConfigMap("perf", namespaceRule("sandbox"))
+	if err != nil {
+		return err
+	}
+	src, errs := webhook.ParseConfigMap(cm)
+	if len(errs) > 0 {
+		return errs.ToAggregate()
+	}
+	snap, err := policy.Compile(*src)
+	if err != nil {
+		return err
+	}
+	vaps, bindings, err := backstop.Generate(snap, backstop.Options{Namespace: harness.IsolatorNamespace})
+	if err != nil || len(vaps) != 1 {
+		return fmt.Errorf("generating the backstop: %d policies, %v", len(vaps), err)
+	}
+	bindings[0].Spec.MatchResources.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{setupLabel: "isolator"}}
+	vap, err := api.ValidatingAdmissionPolicies().Create(ctx, vaps[0], metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	if _, err := api.ValidatingAdmissionPolicyBindings().Create(ctx, bindings[0], metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	// In force once the apiserver has type-checked it (the status controller reports
+	// it) and its informer has caught up.
+	err = harness.WaitFor(ctx, time.Minute, "the backstop to be type-checked", func(ctx context.Context) (bool, error) {
+		got, err := api.ValidatingAdmissionPolicies().Get(ctx, vap.Name, metav1.GetOptions{})
+		return err == nil && got.Status.ObservedGeneration == got.Generation && got.Status.TypeChecking != nil, nil
+	})
+	time.Sleep(2 * time.Second)
+	return err
 }
 
 // configureSetups points isolator's MutatingWebhookConfiguration at the isolator

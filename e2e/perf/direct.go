@@ -128,24 +128,27 @@ func runDirect(ctx context.Context, opts DirectOptions, logf func(string, ...any
 	}
 	res := &DirectResult{URL: opts.URL, ReviewBytes: len(body)}
 	url := opts.URL + webhook.MutatePath
-	// Check once, fully, that the webhook mutates the pod; the load then only checks
-	// that each answer allows with a patch.
+	// Check once, fully, that the webhook mutates the pod as the policy says: that
+	// answer is the reference. The same review gets the same answer byte for byte, so
+	// the load checks every answer against it, patch and class included, with one
+	// comparison of about a kilobyte.
 	if opts.WantClass == "" {
 		opts.WantClass = "kata-rc"
 	}
 	for _, proto := range opts.Protocols {
-		if err := checkReview(ctx, newClient(tlsCfg, proto, 1), url, body, opts.WantClass, proto); err != nil {
+		want, err := checkReview(ctx, newClient(tlsCfg, proto, 1), url, body, opts.WantClass, proto)
+		if err != nil {
 			return nil, err
 		}
 		for _, c := range opts.Concurrency {
 			client := newClient(tlsCfg, proto, c)
 			logf("direct: %s, concurrency %d, %s (after %s warm-up)", proto, c, opts.Duration, opts.Warmup)
 			if opts.Warmup > 0 {
-				if _, err := loadPhase(ctx, client, url, body, c, opts.Warmup, 0); err != nil {
+				if _, err := loadPhase(ctx, client, url, body, want, c, opts.Warmup, 0); err != nil {
 					return nil, err
 				}
 			}
-			phase, err := loadPhase(ctx, client, url, body, c, opts.Duration, opts.PID)
+			phase, err := loadPhase(ctx, client, url, body, want, c, opts.Duration, opts.PID)
 			client.CloseIdleConnections()
 			if err != nil {
 				return nil, err
@@ -174,14 +177,16 @@ func newClient(tlsCfg *tls.Config, proto string, conc int) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
-// checkReview sends one review over proto and checks that the answer sets class.
-func checkReview(ctx context.Context, client *http.Client, url string, body []byte, class, proto string) error {
+// checkReview sends one review over proto, checks that the answer allows the pod with
+// exactly the patch isolator makes (one op setting runtimeClassName to class, and
+// isolator's annotations naming it), and returns the answer.
+func checkReview(ctx context.Context, client *http.Client, url string, body []byte, class, proto string) ([]byte, error) {
 	out, major, err := post(ctx, client, url, body, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if proto == "h2" && major != 2 {
-		return fmt.Errorf("the webhook at %s answered over HTTP/1.1, not HTTP/2: was it started with --http2=false?", url)
+		return nil, fmt.Errorf("the webhook at %s answered over HTTP/1.1, not HTTP/2: was it started with --http2=false?", url)
 	}
 	var review struct {
 		Response struct {
@@ -190,15 +195,38 @@ func checkReview(ctx context.Context, client *http.Client, url string, body []by
 		} `json:"response"`
 	}
 	if err := json.Unmarshal(out, &review); err != nil {
-		return fmt.Errorf("the webhook's answer is not an AdmissionReview: %w: %.300s", err, out)
+		return nil, fmt.Errorf("the webhook's answer is not an AdmissionReview: %w: %.300s", err, out)
 	}
-	if !review.Response.Allowed || !bytes.Contains(review.Response.Patch, []byte(`"`+class+`"`)) {
-		return fmt.Errorf("the webhook did not set %s on the load's pod: %.500s", class, out)
+	if !review.Response.Allowed {
+		return nil, fmt.Errorf("the webhook did not allow the load's pod: %.500s", out)
 	}
-	return nil
+	var ops []struct {
+		Op    string          `json:"op"`
+		Path  string          `json:"path"`
+		Value json.RawMessage `json:"value"`
+	}
+	if err := json.Unmarshal(review.Response.Patch, &ops); err != nil {
+		return nil, fmt.Errorf("the webhook's patch is not a JSON patch: %w: %s", err, review.Response.Patch)
+	}
+	classOps, annotated := 0, false
+	for _, op := range ops {
+		switch {
+		case op.Path == "/spec/runtimeClassName":
+			classOps++
+			if string(op.Value) != `"`+class+`"` {
+				return nil, fmt.Errorf("the webhook set runtimeClassName %s, want %s", op.Value, class)
+			}
+		case op.Path == "/metadata/annotations":
+			annotated = bytes.Contains(op.Value, []byte(`"isolator.dev/runtime-class":"`+class+`"`))
+		case op.Path == "/metadata/annotations/isolator.dev~1runtime-class":
+			annotated = string(op.Value) == `"`+class+`"`
+		}
+	}
+	if classOps != 1 || !annotated {
+		return nil, fmt.Errorf("the webhook's patch %s: want one op setting runtimeClassName to %s and isolator's annotation naming it", review.Response.Patch, class)
+	}
+	return bytes.Clone(out), nil
 }
-
-var allowedPatch = []byte(`"allowed":true`)
 
 // post sends one review and returns the answer, read into buf.
 func post(ctx context.Context, client *http.Client, url string, body []byte, buf *bytes.Buffer) ([]byte, int, error) {
@@ -225,8 +253,9 @@ func post(ctx context.Context, client *http.Client, url string, body []byte, buf
 	return buf.Bytes(), resp.ProtoMajor, nil
 }
 
-// loadPhase runs conc workers for d, each sending reviews back to back.
-func loadPhase(ctx context.Context, client *http.Client, url string, body []byte, conc int, d time.Duration, pid int) (*DirectPhase, error) {
+// loadPhase runs conc workers for d, each sending reviews back to back and checking
+// every answer against want.
+func loadPhase(ctx context.Context, client *http.Client, url string, body, want []byte, conc int, d time.Duration, pid int) (*DirectPhase, error) {
 	var before procStat
 	if pid > 0 {
 		_ = resetPeakRSS(pid)
@@ -256,8 +285,8 @@ func loadPhase(ctx context.Context, client *http.Client, url string, body []byte
 				}
 				out, _, err := post(ctx, client, url, body, buf)
 				el := time.Since(t0)
-				if err == nil && !bytes.Contains(out, allowedPatch) {
-					err = fmt.Errorf("not allowed: %.200s", out)
+				if err == nil && !bytes.Equal(out, want) {
+					err = fmt.Errorf("the answer differs from the verified one (patch and class): %.300s", out)
 				}
 				if err != nil {
 					errs[w]++

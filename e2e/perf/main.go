@@ -30,6 +30,8 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+
+	"github.com/isolator-dev/isolator/e2e/harness"
 )
 
 func main() {
@@ -97,7 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("perf "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	var conc, protos, reinv, caFile string
+	var conc, protos, reinv, caFile, compareBackstop string
 	switch mode {
 	case "direct", "all":
 		fs.StringVar(&o.direct.URL, "url", "", "base URL of a running webhook (https://host:port); empty starts a control plane and a webhook")
@@ -114,6 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&o.apiserver.Pods, "pods", 300, "pods each setup creates per reinvocation policy")
 		fs.IntVar(&o.apiserver.Warmup, "warmup-pods", 20, "unmeasured pods per setup first")
 		fs.StringVar(&reinv, "reinvocation", "IfNeeded,Never", "reinvocation policies to measure")
+		fs.StringVar(&compareBackstop, "compare-backstop", "both", "isolator setups to measure: off (the webhook alone), on (as installed, with the backstop ValidatingAdmissionPolicy) or both")
 	}
 	switch mode {
 	case "memory", "all":
@@ -121,7 +124,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&o.memory.Rules, "rules", 1000, "rules in the generated policy ConfigMap")
 		fs.BoolVar(&o.memory.Backstop, "backstop", true, "run the webhook with its backstop, as installed by default")
 		fs.DurationVar(&o.memory.Load, "load", 5*time.Second, "review load before reading the RSS")
-		fs.StringVar(&o.memory.GoMemLimit, "gomemlimit", "", "GOMEMLIMIT for the webhook, e.g. 40MiB; empty runs it as the manifests do")
+		fs.StringVar(&o.memory.GoMemLimit, "gomemlimit", "manifest", "GOMEMLIMIT for the webhook, e.g. 40MiB: \"manifest\" reads it from the webhook Deployment in manifests/base, as installed; \"none\" runs without one")
 	}
 	switch mode {
 	case "propagation", "all":
@@ -163,6 +166,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--reinvocation: %q is neither IfNeeded nor Never", r)
 		}
 		o.apiserver.Reinvocation = append(o.apiserver.Reinvocation, rp)
+	}
+	switch compareBackstop {
+	case "", "both":
+	case "on":
+		o.apiserver.Backstop = []bool{true}
+	case "off":
+		o.apiserver.Backstop = []bool{false}
+	default:
+		return fmt.Errorf("--compare-backstop: %q is not off, on or both", compareBackstop)
+	}
+	switch o.memory.GoMemLimit {
+	case "manifest":
+		if o.memory.GoMemLimit, err = harness.ManifestEnv("GOMEMLIMIT"); err != nil {
+			return fmt.Errorf("--gomemlimit: %w", err)
+		}
+	case "none":
+		o.memory.GoMemLimit = ""
 	}
 	if caFile != "" {
 		if o.direct.CA, err = os.ReadFile(caFile); err != nil {
@@ -288,9 +308,13 @@ func summary(rep *Report, w io.Writer) {
 		}
 	}
 	if a := rep.APIServer; a != nil {
-		p("\nPod create through kube-apiserver (webhook over %s, %d connection(s); isolator backstop %v)", a.WebhookProtocol, a.WebhookConnections, a.Backstop)
+		p("\nPod create through kube-apiserver (webhook over %s, %d connection(s))", a.WebhookProtocol, a.WebhookConnections)
 		for _, r := range a.Runs {
-			p("reinvocationPolicy %s (isolator calls per pod %.2f, load avg %s)", r.Reinvocation, r.WebhookCallsPerPod, r.LoadAverage)
+			what := "the webhook alone"
+			if r.Backstop {
+				what = "as installed: the webhook and the backstop ValidatingAdmissionPolicy"
+			}
+			p("isolator %s; reinvocationPolicy %s (isolator calls per pod %.2f, load avg %s)", what, r.Reinvocation, r.WebhookCallsPerPod, r.LoadAverage)
 			p("  mean per call: apiserver -> isolator %.2f ms (isolator's handler %.3f ms, its decision %.3f ms); MutatingAdmissionPolicy evaluation %.2f ms",
 				r.APIServerWebhookCallMs, r.WebhookHandlerMs, r.WebhookDecisionMs, r.MAPEvaluationMs)
 			p("  %-9s %5s %8s %8s %8s %10s %10s", "setup", "pods", "p50 ms", "p99 ms", "mean ms", "+p50 ms", "+p99 ms")

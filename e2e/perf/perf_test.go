@@ -28,12 +28,16 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	limit, err := harness.ManifestEnv("GOMEMLIMIT")
+	if err != nil {
+		t.Fatal(err)
+	}
 	rep := &Report{Date: time.Now().UTC().Format(time.RFC3339), Command: "TestSmoke", Machine: machine()}
 	o := options{
 		direct: DirectOptions{Concurrency: []int{1, 4}, Protocols: []string{"h2", "http/1.1"}, Duration: time.Second},
 		apiserver: APIServerOptions{Pods: 5, Warmup: 1,
 			Reinvocation: []admissionregistrationv1.ReinvocationPolicyType{admissionregistrationv1.IfNeededReinvocationPolicy, admissionregistrationv1.NeverReinvocationPolicy}},
-		memory:      MemoryOptions{Namespaces: 30, Rules: 50, Backstop: true, Load: time.Second},
+		memory:      MemoryOptions{Namespaces: 30, Rules: 50, Backstop: true, Load: time.Second, GoMemLimit: limit},
 		propagation: PropagationOptions{Replicas: 2, Updates: 2, Poll: 5 * time.Millisecond},
 	}
 	if err := measure(ctx, e, "all", o, rep); err != nil {
@@ -73,8 +77,11 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("apiserver: protocol %q over %d connections", rep.APIServer.WebhookProtocol, rep.APIServer.WebhookConnections)
 	}
 	wantCalls := map[string]float64{"IfNeeded": 2, "Never": 1}
-	if len(rep.APIServer.Runs) != 2 {
-		t.Fatalf("apiserver: %d runs, want 2", len(rep.APIServer.Runs))
+	if len(rep.APIServer.Runs) != 4 {
+		t.Fatalf("apiserver: %d runs, want 4 (2 reinvocation policies, the webhook alone and as installed)", len(rep.APIServer.Runs))
+	}
+	if rep.APIServer.Runs[0].Backstop || !rep.APIServer.Runs[2].Backstop {
+		t.Errorf("apiserver: runs %+v: want the webhook alone, then as installed with the backstop", rep.APIServer.Runs)
 	}
 	for _, r := range rep.APIServer.Runs {
 		if r.WebhookCallsPerPod != wantCalls[r.Reinvocation] {
@@ -93,7 +100,7 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 
-	if m := rep.Memory; m.RSSMiB <= 0 || m.PeakRSSMiB < m.RSSMiB || m.Rules != 50 || m.Namespaces != 30 {
+	if m := rep.Memory; m.RSSMiB <= 0 || m.PeakRSSMiB < m.RSSMiB || m.Rules != 50 || m.Namespaces != 30 || m.GoMemLimit != limit {
 		t.Errorf("memory: %+v", m)
 	}
 
