@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/isolator-dev/isolator/e2e/harness"
 )
 

@@ -60,7 +60,7 @@ type APIServerRun struct {
 	// Backstop says which isolator was measured: true as installed (webhook and
 	// backstop ValidatingAdmissionPolicy), false the webhook alone.
 	Backstop bool           `json:"backstop"`
-	Setups       []SetupLatency `json:"setups"`
+	Setups   []SetupLatency `json:"setups"`
 	// RatioP50 and RatioP99 are isolator's added latency over the
 	// MutatingAdmissionPolicy's: at most 1.0 is the target.
 	RatioP50 float64 `json:"ratioP50"`
