@@ -46,8 +46,12 @@ type Options struct {
 	Restarter restart.Restarter
 	// StateDir is a host path (default /var/lib/isolator).
 	StateDir string
-	// KVMDevice is checked before anything is installed (default /dev/kvm).
+	// KVMDevice is opened before anything is installed (default /dev/kvm).
 	KVMDevice string
+	// SkipKataCheck installs a release that ships no kata-runtime without running
+	// kata-runtime check. Without it, such a release is refused: the check is one of
+	// the proofs the node can run Kata.
+	SkipKataCheck bool
 	// Node updates the Node object; nil runs without a cluster.
 	Node *nodestate.Node
 	// VerifyTimeout bounds the wait for containerd to serve the kata handler.
@@ -215,11 +219,15 @@ func (b *Bootstrapper) install(ctx context.Context) (*Report, error) {
 		return rep, err
 	}
 
-	if _, err := os.Stat(b.opts.KVMDevice); err != nil {
-		msg := fmt.Sprintf("%s is missing, so Kata VMs cannot start here; the node stays unlabelled (enable virtualisation or nested KVM, or remove the %s=enabled label)", b.opts.KVMDevice, nodestate.LabelEnabled)
+	// Opened, not only looked for: a device node that exists but can't be opened (no
+	// permission, no kvm module behind it) runs no VM either.
+	if f, err := os.OpenFile(b.opts.KVMDevice, os.O_RDWR, 0); err != nil {
+		msg := fmt.Sprintf("%s can't be opened (%v), so Kata VMs cannot start here; the node stays unlabelled (enable virtualisation or nested KVM, or remove the %s=enabled label)", b.opts.KVMDevice, err, nodestate.LabelEnabled)
 		b.setLabel(ctx, "false")
 		b.event(ctx, corev1.EventTypeWarning, nodestate.ReasonNoKVM, msg)
 		return rep, fmt.Errorf("%w: %s", ErrHostUnsupported, msg)
+	} else {
+		_ = f.Close()
 	}
 	if cur := b.currentLabel(ctx); cur != "true" {
 		b.setLabel(ctx, "false")
@@ -246,12 +254,22 @@ func (b *Bootstrapper) install(ctx context.Context) (*Report, error) {
 	}
 	rep.Artifacts = res.Dir
 	b.step(StepArtifactsActivated)
-	if ran, err := b.art.Check(ctx); err != nil {
+	ran, err := b.art.Check(ctx)
+	if err == nil && !ran && !b.opts.SkipKataCheck {
+		err = fmt.Errorf("the Kata release ships no bin/kata-runtime, so the host can't be checked; install a complete kata-static release, or pass --skip-kata-check")
+	}
+	if err != nil {
+		// This run's artifacts go: the previous version comes back, or none.
+		if res.Activate {
+			b.restoreArtifacts(previous, log)
+			rep.Artifacts, rep.Changed = previous, false
+		}
 		msg := fmt.Sprintf("kata-runtime check failed, the node stays unlabelled: %v", err)
 		b.event(ctx, corev1.EventTypeWarning, nodestate.ReasonNoKVM, msg)
 		return rep, fmt.Errorf("%w: %s", ErrHostUnsupported, msg)
-	} else if !ran {
-		log.Info("no kata-runtime in the release; skipped kata-runtime check")
+	}
+	if !ran {
+		log.Info("no kata-runtime in the release; kata-runtime check skipped (--skip-kata-check)")
 	}
 
 	// containerd: plan, validate, write atomically.
@@ -557,6 +575,22 @@ func (b *Bootstrapper) removeFromMain(mainPath string, template bool, entry stri
 }
 
 // fail reports an install failure on the Node and returns err.
+// restoreArtifacts undoes this run's activation after a failed check: the previous
+// version is active again, or, on a first install, no version is left.
+func (b *Bootstrapper) restoreArtifacts(previous string, log logr.Logger) {
+	var err error
+	if previous != "" {
+		if err = b.art.Activate(previous); err == nil {
+			err = b.art.Prune(previous)
+		}
+	} else {
+		err = b.art.Remove()
+	}
+	if err != nil {
+		log.Error(err, "removing the Kata artifacts of the failed install", "previous", previous)
+	}
+}
+
 func (b *Bootstrapper) fail(ctx context.Context, err error) error {
 	b.log.Error(err, "install failed; the node stays unlabelled")
 	b.event(ctx, corev1.EventTypeWarning, nodestate.ReasonFailed, err.Error())

@@ -29,6 +29,7 @@ import (
 
 	"github.com/isolator-dev/isolator/bootstrap/cri"
 	"github.com/isolator-dev/isolator/bootstrap/nodestate"
+	"github.com/isolator-dev/isolator/internal/fakekata"
 	"github.com/isolator-dev/isolator/e2e/harness"
 )
 
@@ -45,6 +46,7 @@ type cluster struct {
 
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
+	requireRoot(t)
 	cp := harness.StartForTest(t, harness.Options{
 		Components: []harness.Component{harness.Etcd, harness.APIServer},
 		// kube-apiserver v1.37 refuses a loopback advertise address with the default
@@ -268,6 +270,67 @@ func TestNodeLabelLifecycle(t *testing.T) {
 			t.Error("a node without KVM had its containerd touched")
 		}
 	})
+
+	// kata-runtime check fails (the host can't run Kata): the node is never labelled
+	// ready, an Event says why, and nothing of the install is left: no Kata under /opt,
+	// containerd's config and process untouched.
+	t.Run("kata-runtime check fails: unlabelled, an Event, nothing left", func(t *testing.T) {
+		h := newHost(t, rt)
+		original := h.writeDefaultConfig()
+		optBefore := tree(t, h.opt)
+		h.startContainerd(nil)
+		c.createNode(t, "node-d", false)
+		failing := releaseTarball(t, fakekata.Release{Version: "3.2.0", CheckFails: true})
+		r := h.isolator(nil, "install", "--artifacts", failing, "--node-name", "node-d", "--kubeconfig", c.kubeconfig)
+		if r.exit != 1 || !strings.Contains(r.err, "kata-runtime check failed") || !strings.Contains(r.err, "/dev/kvm not found (fake Kata release)") {
+			t.Fatalf("install exit %d, want 1 with kata-runtime's error: %s", r.exit, tail(r.err, 5))
+		}
+		if v := c.node(t, "node-d").Labels[nodestate.LabelRuntime]; v != "false" {
+			t.Errorf("label = %q, want false", v)
+		}
+		if got := c.reasons(t, "node-d"); !slices.Contains(got, nodestate.ReasonNoKVM) {
+			t.Errorf("events = %v, want %s", got, nodestate.ReasonNoKVM)
+		}
+		if got := tree(t, h.opt); !slices.Equal(got, optBefore) {
+			t.Errorf("/opt after the failed install = %v, want %v as before", got, optBefore)
+		}
+		if !bytes.Equal(h.config(), original) || h.sup.Starts() != 1 {
+			t.Error("a failed check touched containerd")
+		}
+	})
+
+	// A release without kata-runtime can't be checked: refused, unless the admin says
+	// --skip-kata-check.
+	t.Run("a release without kata-runtime needs --skip-kata-check", func(t *testing.T) {
+		h := newHost(t, rt)
+		h.writeDefaultConfig()
+		optBefore := tree(t, h.opt)
+		h.startContainerd(nil)
+		c.createNode(t, "node-e", false)
+		incomplete := releaseTarball(t, fakekata.Release{Version: "3.2.0", NoKataRuntime: true})
+		r := h.isolator(nil, "install", "--artifacts", incomplete, "--node-name", "node-e", "--kubeconfig", c.kubeconfig)
+		if r.exit != 1 || !strings.Contains(r.err, "ships no bin/kata-runtime") || !strings.Contains(r.err, "--skip-kata-check") {
+			t.Fatalf("install exit %d, want 1 naming the missing kata-runtime: %s", r.exit, tail(r.err, 5))
+		}
+		if got := tree(t, h.opt); !slices.Equal(got, optBefore) {
+			t.Errorf("/opt after the refused install = %v, want %v as before", got, optBefore)
+		}
+		if v := c.node(t, "node-e").Labels[nodestate.LabelRuntime]; v != "false" {
+			t.Errorf("label = %q, want false", v)
+		}
+		h.mustIsolator("install", "--artifacts", incomplete, "--node-name", "node-e", "--kubeconfig", c.kubeconfig, "--skip-kata-check")
+		waitLabel(t, c, "node-e", "true")
+	})
+}
+
+// releaseTarball writes a fake Kata release into a directory of its own.
+func releaseTarball(t *testing.T, r fakekata.Release) string {
+	t.Helper()
+	path, err := r.WriteTarball(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // TestRunSIGTERM checks the rollout-or-removal decision of `isolator node run`: while

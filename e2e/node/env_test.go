@@ -36,38 +36,81 @@ import (
 )
 
 var (
-	isolatorBin string
+	isolatorBin string // built with -tags crashhook
+	releaseBin  string // as make build builds it
 	toolsBin    string
 )
 
+// skipRootEnv is the documented opt-out (README) for machines where the suite can't
+// run: without root it fails, saying why, unless this is set; then each test skips.
+const skipRootEnv = "ISOLATOR_E2E_SKIP_ROOT"
+
+// skipReason is why every test skips, under the opt-out.
+var skipReason string
+
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
-		fmt.Println("e2e/node: skipped: needs root (mount namespaces, containerd)")
-		os.Exit(0)
+		if os.Getenv(skipRootEnv) == "" {
+			fmt.Printf("e2e/node: FAIL: the suite needs root (mount namespaces, containerd); run it as root, or set %s=1 to skip it\n", skipRootEnv)
+			os.Exit(1)
+		}
+		skipReason = "needs root (mount namespaces, containerd); skipped because " + skipRootEnv + " is set"
+		os.Exit(m.Run())
 	}
 	toolsBin = os.Getenv("ISOLATOR_TOOLS_BIN")
 	if toolsBin == "" {
 		home, _ := os.UserHomeDir()
 		toolsBin = filepath.Join(home, ".cache", "isolator", "bin")
 	}
-	isolatorBin = os.Getenv("ISOLATOR_BIN")
-	cleanup := func() {}
-	if _, err := os.Stat(isolatorBin); isolatorBin == "" || err != nil {
-		dir, err := os.MkdirTemp("", "isolator-bin-")
-		if err != nil {
-			panic(err)
-		}
-		isolatorBin = filepath.Join(dir, "isolator")
-		out, err := exec.Command("go", "build", "-o", isolatorBin, "github.com/isolator-dev/isolator/cmd/isolator").CombinedOutput()
-		if err != nil {
-			fmt.Printf("build isolator: %v\n%s", err, out)
+	dir, err := os.MkdirTemp("", "isolator-bin-")
+	if err != nil {
+		panic(err)
+	}
+	// The crash tests kill the process at each step; that hook is only in a binary
+	// built with -tags crashhook, never in the release (TestReleaseBinaryHasNoCrashHook).
+	isolatorBin = filepath.Join(dir, "isolator")
+	if out, err := exec.Command("go", "build", "-tags", "crashhook", "-o", isolatorBin, "github.com/isolator-dev/isolator/cmd/isolator").CombinedOutput(); err != nil {
+		fmt.Printf("e2e/node: FAIL: build isolator -tags crashhook: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	releaseBin = os.Getenv("ISOLATOR_BIN")
+	if _, err := os.Stat(releaseBin); releaseBin == "" || err != nil {
+		releaseBin = filepath.Join(dir, "isolator-release")
+		if out, err := exec.Command("go", "build", "-o", releaseBin, "github.com/isolator-dev/isolator/cmd/isolator").CombinedOutput(); err != nil {
+			fmt.Printf("e2e/node: FAIL: build isolator: %v\n%s", err, out)
 			os.Exit(1)
 		}
-		cleanup = func() { os.RemoveAll(dir) }
 	}
 	code := m.Run()
-	cleanup()
+	_ = os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// requireRoot skips the test under the documented opt-out; TestMain has failed the
+// suite already when the opt-out is not set.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+}
+
+// TestReleaseBinaryHasNoCrashHook: the release binary (make build) carries no fault
+// injection; the suite's own -tags crashhook binary does, which shows the check works.
+func TestReleaseBinaryHasNoCrashHook(t *testing.T) {
+	requireRoot(t)
+	for _, c := range []struct {
+		bin  string
+		want bool
+	}{{releaseBin, false}, {isolatorBin, true}} {
+		data, err := os.ReadFile(c.bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bytes.Contains(data, []byte("ISOLATOR_NODE_CRASH_AT")); got != c.want {
+			t.Errorf("%s has the crash hook: %v, want %v", c.bin, got, c.want)
+		}
+	}
 }
 
 // runtimeSpec is one containerd under test.
@@ -78,6 +121,7 @@ type runtimeSpec struct {
 
 func runtimes(t *testing.T) []runtimeSpec {
 	t.Helper()
+	requireRoot(t)
 	c2 := filepath.Join(toolsBin, "containerd2")
 	if _, err := os.Stat(c2); err != nil {
 		t.Fatalf("containerd 2.x not built (%v): run make tools", err)
@@ -105,6 +149,7 @@ type host struct {
 
 func newHost(t *testing.T, rt runtimeSpec) *host {
 	t.Helper()
+	requireRoot(t)
 	dir, err := os.MkdirTemp("", "isolator-node-e2e-")
 	if err != nil {
 		t.Fatal(err)

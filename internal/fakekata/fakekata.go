@@ -19,6 +19,8 @@ type Release struct {
 	Version string
 	// CheckFails makes kata-runtime check fail, like a host Kata cannot run on.
 	CheckFails bool
+	// NoKataRuntime leaves bin/kata-runtime out, like an incomplete release.
+	NoKataRuntime bool
 }
 
 // Files returns the release's regular files by path under opt/kata.
@@ -27,7 +29,7 @@ func (r Release) Files() map[string]string {
 	if r.CheckFails {
 		check = "echo 'ERROR: kvm: /dev/kvm not found (fake Kata release)' >&2; exit 1"
 	}
-	return map[string]string{
+	files := map[string]string{
 		"bin/kata-runtime": "#!/bin/sh\n# fake kata-runtime " + r.Version + "\ncase \"$1\" in\n" +
 			"  check) " + check + " ;;\n  --version) echo 'kata-runtime : " + r.Version + "' ;;\n  *) exit 2 ;;\nesac\n",
 		"bin/containerd-shim-kata-v2":                            "#!/bin/sh\n# fake Kata shim " + r.Version + "\nexit 1\n",
@@ -38,6 +40,10 @@ func (r Release) Files() map[string]string {
 		"share/kata-containers/vmlinux-6.1.62-fake":              "fake kernel " + r.Version + "\n",
 		"share/kata-containers/kata-containers.img":              "fake guest image " + r.Version + "\n",
 	}
+	if r.NoKataRuntime {
+		delete(files, "bin/kata-runtime")
+	}
+	return files
 }
 
 // Symlinks returns the release's symlinks by path under opt/kata.

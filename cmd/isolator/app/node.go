@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,9 +29,6 @@ import (
 	"github.com/isolator-dev/isolator/bootstrap/restart"
 )
 
-// crashAtEnv names a step at which the process kills itself with SIGKILL, exactly as
-// kill -9 would. It exists for the crash tests, which check that a rerun converges.
-const crashAtEnv = "ISOLATOR_NODE_CRASH_AT"
 
 type nodeFlags struct {
 	hostRoot           string
@@ -48,6 +44,7 @@ type nodeFlags struct {
 	daemonSet          string
 	stateDir           string
 	kvmDevice          string
+	skipKataCheck      bool
 	verifyTimeout      time.Duration
 	interval           time.Duration
 	minRestartInterval time.Duration
@@ -103,7 +100,8 @@ node itself; the DaemonSet mounts the node at /host and passes --host-root /host
 	pf.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "isolator-system"), "namespace of the isolator-node DaemonSet ($POD_NAMESPACE, set from the downward API, overrides the default)")
 	pf.StringVar(&f.daemonSet, "daemonset", "isolator-node", "name of the DaemonSet that runs this bootstrapper, for the rollout-or-removal decision on SIGTERM")
 	pf.StringVar(&f.stateDir, "state-dir", bootstrap.DefaultStateDir, "host path of isolator's state directory")
-	pf.StringVar(&f.kvmDevice, "kvm-device", "/dev/kvm", "KVM device that must exist before Kata is installed (a path as isolator sees it)")
+	pf.StringVar(&f.kvmDevice, "kvm-device", "/dev/kvm", "KVM device that must open before Kata is installed (a path as isolator sees it)")
+	pf.BoolVar(&f.skipKataCheck, "skip-kata-check", false, "install a Kata release that ships no kata-runtime without running kata-runtime check; such a release is refused otherwise")
 	pf.DurationVar(&f.verifyTimeout, "verify-timeout", 2*time.Minute, "how long to wait for containerd to serve the kata handler after a restart")
 	f.log.addFlags(pf)
 
@@ -272,9 +270,9 @@ func (f *nodeFlags) bootstrapper(s streams, needArtifacts bool) (*bootstrap.Boot
 	opts := bootstrap.Options{
 		HostRoot: f.hostRoot, Artifacts: f.artifacts,
 		ContainerdConfig: f.containerdConfig, ContainerdBinary: f.containerdBinary,
-		CRIEndpoint: f.criEndpoint, Restarter: r, StateDir: f.stateDir, KVMDevice: f.kvmDevice,
+		CRIEndpoint: f.criEndpoint, Restarter: r, StateDir: f.stateDir, KVMDevice: f.kvmDevice, SkipKataCheck: f.skipKataCheck,
 		VerifyTimeout: f.verifyTimeout, Exec: hostexec.Runner{Root: f.hostRoot}, Log: log,
-		AtStep: crashHook(os.Getenv(crashAtEnv)),
+		AtStep: crashHook(),
 	}
 	if f.nodeName != "" {
 		client, err := kubeClient(f.kubeconfig)
@@ -318,19 +316,6 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 	}
 	cfg.UserAgent = "isolator-node"
 	return kubernetes.NewForConfig(cfg)
-}
-
-// crashHook returns the AtStep hook for ISOLATOR_NODE_CRASH_AT.
-func crashHook(step string) func(string) {
-	if step == "" {
-		return nil
-	}
-	return func(s string) {
-		if s == step {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // SIGKILL cannot be caught; wait for it to land
-		}
-	}
 }
 
 // serveNodeMetrics serves the bootstrapper's metrics (and Go/process metrics) on addr
