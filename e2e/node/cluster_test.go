@@ -277,8 +277,8 @@ func TestNodeLabelLifecycle(t *testing.T) {
 	t.Run("kata-runtime check fails: unlabelled, an Event, nothing left", func(t *testing.T) {
 		h := newHost(t, rt)
 		original := h.writeDefaultConfig()
-		optBefore := tree(t, h.opt)
 		h.startContainerd(nil)
+		optBefore := tree(t, h.opt) // containerd's own /opt/containerd included
 		c.createNode(t, "node-d", false)
 		failing := releaseTarball(t, fakekata.Release{Version: "3.2.0", CheckFails: true})
 		r := h.isolator(nil, "install", "--artifacts", failing, "--node-name", "node-d", "--kubeconfig", c.kubeconfig)
@@ -304,8 +304,8 @@ func TestNodeLabelLifecycle(t *testing.T) {
 	t.Run("a release without kata-runtime needs --skip-kata-check", func(t *testing.T) {
 		h := newHost(t, rt)
 		h.writeDefaultConfig()
-		optBefore := tree(t, h.opt)
 		h.startContainerd(nil)
+		optBefore := tree(t, h.opt)
 		c.createNode(t, "node-e", false)
 		incomplete := releaseTarball(t, fakekata.Release{Version: "3.2.0", NoKataRuntime: true})
 		r := h.isolator(nil, "install", "--artifacts", incomplete, "--node-name", "node-e", "--kubeconfig", c.kubeconfig)
