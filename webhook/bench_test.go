@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/isolator-dev/isolator/internal/samplepod"
+	"github.com/isolator-dev/isolator/internal/testfixtures/samplepod"
 	"github.com/isolator-dev/isolator/policy"
+
+	"github.com/isolator-dev/isolator/webhook/admissionwire"
 )
 
 // benchReview is the AdmissionReview of samplepod.Pod in a sandboxed namespace.
@@ -72,10 +74,10 @@ func BenchmarkDecodeReview(b *testing.B) {
 	body := benchReview(b)
 	for _, c := range []struct {
 		name   string
-		decode func([]byte) (podReview, error)
+		decode func([]byte) (admissionwire.Review, error)
 	}{
-		{"decoder=fast", decodeReview},
-		{"decoder=encoding-json", func(body []byte) (r podReview, err error) { return r, json.Unmarshal(body, &r) }},
+		{"decoder=fast", admissionwire.Decode},
+		{"decoder=encoding-json", func(body []byte) (r admissionwire.Review, err error) { return r, json.Unmarshal(body, &r) }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(body)))

@@ -1,54 +1,28 @@
 package webhook
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/isolator-dev/isolator/internal/testfixtures/samplepod"
 )
 
 // malformedCases are requests a broken or hostile client could send. Each must get a
 // clean 4xx inside an AdmissionReview (or a clear decision), never a panic, with memory
 // bounded by a small multiple of the body.
 func malformedCases(t testing.TB) map[string][]byte {
-	valid := benchReview(t)
-	bigPod := func(size int) []byte {
-		var r map[string]any
-		if err := json.Unmarshal(valid, &r); err != nil {
-			t.Fatal(err)
-		}
-		obj := r["request"].(map[string]any)["object"].(map[string]any)
-		obj["metadata"].(map[string]any)["annotations"] = map[string]string{"blob": strings.Repeat("x", size)}
-		b, _ := json.Marshal(r)
-		return b
+	t.Helper()
+	cases, err := samplepod.MalformedReviews()
+	if err != nil {
+		t.Fatal(err)
 	}
-	nested := func(depth int) []byte {
-		s := strings.Replace(string(valid), `"spec":{`, `"spec":{"deep":`+strings.Repeat("[", depth)+strings.Repeat("]", depth)+`,`, 1)
-		return []byte(s)
-	}
-	return map[string][]byte{
-		"empty body":            {},
-		"not JSON":              []byte("this is not JSON"),
-		"JSON but not a review": []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"}}`),
-		"a JSON array":          []byte(`[1,2,3]`),
-		"null":                  []byte(`null`),
-		"wrong kind":            bytes.Replace(valid, []byte(`"kind":"AdmissionReview"`), []byte(`"kind":"Pod"`), 1),
-		"v1beta1 review":        bytes.Replace(valid, []byte(`"admission.k8s.io/v1"`), []byte(`"admission.k8s.io/v1beta1"`), 1),
-		"missing object":        bytes.Replace(valid, []byte(`"object":`), []byte(`"oldObject":`), 1),
-		"object not a pod":      bytes.Replace(valid, []byte(`"containers":[`), []byte(`"containers":"x","other":[`), 1),
-		"7 MiB pod":             bigPod(7 << 20),
-		"just under the cap":    bigPod(6 << 20),
-		"deeply nested JSON":    nested(100000),
-		"unknown fields":        bytes.Replace(valid, []byte(`"spec":{`), []byte(`"spec":{"futureField":{"a":[1,{"b":null}]},`), 1),
-		"invalid UTF-8":         bytes.Replace(valid, []byte(`storefront-7d9f8b6c5-`), []byte("store\xff\xfe-"), 1),
-		"truncated":             valid[:len(valid)/2],
-	}
+	return cases
 }
 
 func TestMalformedRequests(t *testing.T) {

@@ -8,25 +8,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/isolator-dev/isolator/policy"
-)
-
-// Audit annotation keys on admission responses. The apiserver prefixes them with the
-// webhook's name: pods.isolator.dev/action and so on.
-const (
-	auditAction            = "action"
-	auditRuntimeClass      = "runtime-class"
-	auditRule              = "rule"
-	auditReason            = "reason"
-	auditAuditAction       = "audit-action"
-	auditAuditRuntimeClass = "audit-runtime-class"
-	auditAuditRule         = "audit-rule"
+	"github.com/isolator-dev/isolator/webhook/admissionwire"
 )
 
 // MutatePath is where the pod mutator is served.
@@ -52,135 +41,170 @@ type PodMutator struct {
 	decisions, auditDecisions sync.Map
 }
 
-// podRequest is the part of an AdmissionReview request the mutator reads.
-type podRequest struct {
-	UID         types.UID                   `json:"uid"`
-	Resource    metav1.GroupVersionResource `json:"resource"`
-	SubResource string                      `json:"subResource,omitempty"`
-	Namespace   string                      `json:"namespace,omitempty"`
-	Operation   admissionv1.Operation       `json:"operation"`
-	Object      *policy.Pod                 `json:"object,omitempty"`
-}
-
 // decide answers one pod admission with exactly one of: a patch that sets
 // spec.runtimeClassName (one op) and records isolator's annotations; a denial that
-// names the rule, the reason and what would be accepted; or allow.
-func (m *PodMutator) decide(ctx context.Context, req *podRequest) verdict {
+// names the rule, the reason and what would be accepted; or allow. It is the list of
+// steps of an admission, in the manner of the in-tree RuntimeClass plugin's Admit.
+func (m *PodMutator) decide(ctx context.Context, req *admissionwire.Request) admissionwire.Verdict {
 	start := time.Now()
-	if req.UID == "" && req.Resource.Resource == "" {
-		return *errored(http.StatusBadRequest, errors.New("the body is not an AdmissionReview with a request: expected apiVersion admission.k8s.io/v1, kind AdmissionReview"))
+	if v, ignore := shouldIgnore(req); ignore {
+		return v
 	}
-	if req.Resource != podResource {
-		return *errored(http.StatusBadRequest, fmt.Errorf("%s expects pods, got %q: check the MutatingWebhookConfiguration's rules", MutatePath, req.Resource.Resource))
+	facts, v, ok := m.facts(ctx, req)
+	if !ok {
+		return m.finishRefused(start, v)
 	}
-	update := req.Operation == admissionv1.Update
-	if (req.Operation != admissionv1.Create && !update) || req.SubResource != "" {
-		return allowed("isolator decides pods on CREATE, and on UPDATE that changes an image")
+	if req.Operation == admissionv1.Update {
+		return m.decideUpdate(ctx, start, req, &facts)
 	}
+	d, ownClass := m.Policy().EvaluatePod(req.Object, &facts)
+	if ownClass && d.Action == policy.ActionKeep {
+		return m.finish(start, confirm(), &d, false)
+	}
+	m.checkClassExists(ctx, &d)
+	logDecision(ctx, req, &d)
+	return m.finish(start, respond(req.Object, &d, ownClass), &d, true)
+}
+
+// shouldIgnore answers what isolator doesn't decide: a request that is not a pod's,
+// and operations other than CREATE and UPDATE of the pod itself.
+func shouldIgnore(req *admissionwire.Request) (admissionwire.Verdict, bool) {
+	switch {
+	case req.UID == "" && req.Resource.Resource == "":
+		return *admissionwire.Errored(http.StatusBadRequest, errors.New("the body is not an AdmissionReview with a request: expected apiVersion admission.k8s.io/v1, kind AdmissionReview")), true
+	case req.Resource != podResource:
+		return *admissionwire.Errored(http.StatusBadRequest, fmt.Errorf("%s expects pods, got %q: check the MutatingWebhookConfiguration's rules", MutatePath, req.Resource.Resource)), true
+	case (req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) || req.SubResource != "":
+		return admissionwire.Allowed("isolator decides pods on CREATE, and on UPDATE that changes an image"), true
+	case req.Object == nil:
+		return *admissionwire.Errored(http.StatusBadRequest, errors.New("the AdmissionReview has no request.object: a Pod is required")), true
+	}
+	return admissionwire.Verdict{}, false
+}
+
+// facts gathers what the decision depends on: the namespace's labels and the pod's
+// normalised images. A pod whose image is not a valid reference is refused here
+// (ok false, a denial to count); a failed lookup is an error (ok false, not counted).
+func (m *PodMutator) facts(ctx context.Context, req *admissionwire.Request) (f policy.Facts, v admissionwire.Verdict, ok bool) {
 	pod := req.Object
-	if pod == nil {
-		return *errored(http.StatusBadRequest, errors.New("the AdmissionReview has no request.object: a Pod is required"))
-	}
 	ns := req.Namespace
 	if ns == "" {
 		ns = pod.Metadata.Namespace
 	}
 	nsLabels, found, err := m.Namespaces.Labels(ctx, ns)
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "namespace lookup failed", "namespace", ns, "pod", pod.DisplayName())
-		return *errored(http.StatusInternalServerError, err)
+	switch {
+	case err != nil:
+		requestLog(ctx, req).Error(err, "namespace lookup failed")
+		return f, *admissionwire.Errored(http.StatusInternalServerError, err), false
+	case !found:
+		return f, *admissionwire.Errored(http.StatusBadRequest, fmt.Errorf("namespace %q does not exist", ns)), false
 	}
-	if !found {
-		return *errored(http.StatusBadRequest, fmt.Errorf("namespace %q does not exist", ns))
-	}
-	var facts policy.Facts
 	if m.Images != nil {
-		facts, err = pod.FactsCached(ns, nsLabels, m.Images)
+		f, err = pod.FactsCached(ns, nsLabels, m.Images)
 	} else {
-		facts, err = pod.Facts(ns, nsLabels)
+		f, err = pod.Facts(ns, nsLabels)
 	}
 	if err != nil {
-		return m.finish(start, denied("isolator: "+err.Error()), nil, true)
+		return f, admissionwire.Denied("isolator: " + err.Error()), false
 	}
-	if update {
-		return m.decideUpdate(ctx, start, pod, &facts)
+	return f, v, true
+}
+
+// confirm answers the apiserver's second call after the in-tree RuntimeClass plugin
+// added the class's overhead and scheduling: the decision stands, was counted the first
+// time, and the first call's audit annotations stand (the apiserver refuses to
+// overwrite them).
+func confirm() admissionwire.Verdict { return admissionwire.Allowed("") }
+
+// checkClassExists turns a decision to set a class the cluster does not have into a
+// denial that says so: the apiserver would refuse the pod anyway, less clearly.
+func (m *PodMutator) checkClassExists(ctx context.Context, d *policy.Decision) {
+	if d.Action != policy.ActionSet && d.Action != policy.ActionReplace {
+		return
 	}
-	// A class that isolator set itself in an earlier pass (reinvocation) is not the
-	// user's choice: it is decided afresh (policy.EvaluatePod).
-	d, ownClass := m.Policy().EvaluatePod(pod, &facts)
-	if ownClass && d.Action == policy.ActionKeep {
-		// The apiserver calls again after the in-tree RuntimeClass plugin added the
-		// class's overhead and scheduling: the decision stands, and it was counted the
-		// first time.
-		v := m.respond(ctx, pod, &d, ownClass)
-		// The first call's audit annotations stand; the apiserver refuses to overwrite them.
-		v.audit = [numAuditKeys]string{}
-		return m.finish(start, v, &d, false)
+	if _, exists, _ := m.RuntimeClasses.Labels(ctx, d.RuntimeClass); exists || !m.RuntimeClasses.Synced() {
+		return
 	}
-	v := m.respond(ctx, pod, &d, ownClass)
+	d.Action = policy.ActionDeny
+	d.Reason = "RuntimeClass " + d.RuntimeClass + " does not exist in this cluster, and rule " + d.Rule +
+		" requires it (" + d.Reason + "); create it (kubectl apply -k manifests/runtimeclasses) or change the policy"
+}
+
+// respond renders a decision: the one patch op and the annotations, a denial, or allow,
+// with the decision in the response's audit annotations.
+func respond(pod *policy.Pod, d *policy.Decision, ownClass bool) admissionwire.Verdict {
+	var v admissionwire.Verdict
 	switch d.Action {
+	case policy.ActionSet, policy.ActionReplace:
+		v = admissionwire.Verdict{Allowed: true, PatchOp: "add", Class: d.RuntimeClass, Rule: d.Rule, HasAnnotations: pod.Metadata.Annotations != nil}
+		if pod.Spec.RuntimeClassName != nil {
+			v.PatchOp = "replace"
+		}
+		if d.Action == policy.ActionReplace && !ownClass {
+			v.Warning = "isolator replaced runtimeClassName " + *pod.Spec.RuntimeClassName + " with " + d.RuntimeClass +
+				" (rule " + d.Rule + "): " + d.Reason
+		}
 	case policy.ActionDeny:
-		ctrl.LoggerFrom(ctx).Info("pod denied", "namespace", ns, "pod", pod.DisplayName(), "rule", d.Rule, "reason", d.Reason)
-	case policy.ActionReplace:
-		ctrl.LoggerFrom(ctx).Info("runtime class replaced", "namespace", ns, "pod", pod.DisplayName(), "rule", d.Rule,
-			"from", *pod.Spec.RuntimeClassName, "to", d.RuntimeClass)
+		v = admissionwire.Denied(denialMessage(d))
+	default: // keep, none
+		v = admissionwire.Allowed("")
 	}
-	return m.finish(start, v, &d, true)
+	setAudit(&v, d)
+	v.Audit[admissionwire.AuditAuditAction] = string(d.Audit.Action)
+	v.Audit[admissionwire.AuditAuditRuntimeClass] = d.Audit.RuntimeClass
+	v.Audit[admissionwire.AuditAuditRule] = d.Audit.Rule
+	return v
+}
+
+func setAudit(v *admissionwire.Verdict, d *policy.Decision) {
+	v.Audit[admissionwire.AuditAction] = string(d.Action)
+	v.Audit[admissionwire.AuditRuntimeClass] = d.RuntimeClass
+	v.Audit[admissionwire.AuditRule] = d.Rule
+	v.Audit[admissionwire.AuditReason] = d.Reason
 }
 
 // decideUpdate answers an update of a running pod, which the webhook configuration
 // sends only when it changes an image: runtimeClassName can't change any more, so the
 // update is refused when the new images need a sandboxed class the pod doesn't run in.
-func (m *PodMutator) decideUpdate(ctx context.Context, start time.Time, pod *policy.Pod, facts *policy.Facts) verdict {
+func (m *PodMutator) decideUpdate(ctx context.Context, start time.Time, req *admissionwire.Request, facts *policy.Facts) admissionwire.Verdict {
 	d := m.Policy().EvaluateUpdate(facts)
-	v := allowed("")
+	v := admissionwire.Allowed("")
 	if d.Action == policy.ActionDeny {
-		v = denied("isolator: rule " + d.Rule + " refuses this update: " + d.Reason)
-		ctrl.LoggerFrom(ctx).Info("image update denied", "namespace", facts.Namespace, "pod", pod.DisplayName(), "rule", d.Rule, "reason", d.Reason)
+		v = admissionwire.Denied("isolator: rule " + d.Rule + " refuses this update: " + d.Reason)
+		requestLog(ctx, req).Info("image update denied", "rule", d.Rule, "reason", d.Reason)
 	}
-	v.audit[auditAtAction] = string(d.Action)
-	v.audit[auditAtRuntimeClass] = d.RuntimeClass
-	v.audit[auditAtRule] = d.Rule
-	v.audit[auditAtReason] = d.Reason
+	setAudit(&v, &d)
 	return m.finish(start, v, &d, true)
-}
-
-func (m *PodMutator) respond(ctx context.Context, pod *policy.Pod, d *policy.Decision, ownClass bool) verdict {
-	var v verdict
-	switch d.Action {
-	case policy.ActionSet, policy.ActionReplace:
-		if _, exists, _ := m.RuntimeClasses.Labels(ctx, d.RuntimeClass); !exists && m.RuntimeClasses.Synced() {
-			d.Action = policy.ActionDeny
-			d.Reason = "RuntimeClass " + d.RuntimeClass + " does not exist in this cluster, and rule " + d.Rule +
-				" requires it (" + d.Reason + "); create it (kubectl apply -k manifests/runtimeclasses) or change the policy"
-			v = denied(denialMessage(d))
-			break
-		}
-		v = verdict{allowed: true, patchOp: "add", class: d.RuntimeClass, rule: d.Rule, hasAnnotations: pod.Metadata.Annotations != nil}
-		if pod.Spec.RuntimeClassName != nil {
-			v.patchOp = "replace"
-		}
-		if d.Action == policy.ActionReplace && !ownClass {
-			v.warning = "isolator replaced runtimeClassName " + *pod.Spec.RuntimeClassName + " with " + d.RuntimeClass +
-				" (rule " + d.Rule + "): " + d.Reason
-		}
-	case policy.ActionDeny:
-		v = denied(denialMessage(d))
-	default: // keep, none
-		v = allowed("")
-	}
-	v.audit[auditAtAction] = string(d.Action)
-	v.audit[auditAtRuntimeClass] = d.RuntimeClass
-	v.audit[auditAtRule] = d.Rule
-	v.audit[auditAtReason] = d.Reason
-	v.audit[auditAtAuditAction] = string(d.Audit.Action)
-	v.audit[auditAtAuditRuntimeClass] = d.Audit.RuntimeClass
-	v.audit[auditAtAuditRule] = d.Audit.Rule
-	return v
 }
 
 func denialMessage(d *policy.Decision) string {
 	return "isolator: rule " + d.Rule + " denies this pod: " + d.Reason
+}
+
+// requestLog is the logger of one admission: it carries the request's UID, the
+// namespace and the pod, as controller-runtime's Webhook.Handle puts them in its
+// context. It is made only when something is logged, so that admissions that log
+// nothing pay nothing for it.
+func requestLog(ctx context.Context, req *admissionwire.Request) logr.Logger {
+	ns := req.Namespace
+	pod := "(none)"
+	if req.Object != nil {
+		pod = req.Object.DisplayName()
+		if ns == "" {
+			ns = req.Object.Metadata.Namespace
+		}
+	}
+	return ctrl.LoggerFrom(ctx).WithValues("uid", req.UID, "namespace", ns, "pod", pod)
+}
+
+// logDecision logs the decisions an operator wants to see: denials and replacements.
+func logDecision(ctx context.Context, req *admissionwire.Request, d *policy.Decision) {
+	switch d.Action {
+	case policy.ActionDeny:
+		requestLog(ctx, req).Info("pod denied", "rule", d.Rule, "reason", d.Reason)
+	case policy.ActionReplace:
+		requestLog(ctx, req).Info("runtime class replaced", "rule", d.Rule, "from", *req.Object.Spec.RuntimeClassName, "to", d.RuntimeClass)
+	}
 }
 
 // decisionKey names one series of isolator_admission_decisions_total.
@@ -188,7 +212,7 @@ type decisionKey struct{ class, rule, action string }
 
 // finish records the time taken and, when count is set, the decision: d nil is a pod
 // refused before any rule applied (an invalid image reference).
-func (m *PodMutator) finish(start time.Time, v verdict, d *policy.Decision, count bool) verdict {
+func (m *PodMutator) finish(start time.Time, v admissionwire.Verdict, d *policy.Decision, count bool) admissionwire.Verdict {
 	if m.Metrics == nil {
 		return v
 	}
@@ -203,6 +227,15 @@ func (m *PodMutator) finish(start time.Time, v verdict, d *policy.Decision, coun
 		m.counter(m.Metrics.Decisions, &m.decisions, decisionKey{"", "", string(policy.ActionDeny)}).Inc()
 	}
 	m.Metrics.DecisionDuration.Observe(time.Since(start).Seconds())
+	return v
+}
+
+// finishRefused finishes a request refused before any rule applied: a denial (an
+// invalid image reference) counts, an error does not.
+func (m *PodMutator) finishRefused(start time.Time, v admissionwire.Verdict) admissionwire.Verdict {
+	if v.Code == http.StatusForbidden {
+		return m.finish(start, v, nil, true)
+	}
 	return v
 }
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/isolator-dev/isolator/bootstrap/hostexec"
-	"github.com/isolator-dev/isolator/internal/fakekata"
+	"github.com/isolator-dev/isolator/internal/testfixtures/fakekata"
 )
 
 func TestStageActivateVerify(t *testing.T) {

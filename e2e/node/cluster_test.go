@@ -29,8 +29,8 @@ import (
 
 	"github.com/isolator-dev/isolator/bootstrap/cri"
 	"github.com/isolator-dev/isolator/bootstrap/nodestate"
-	"github.com/isolator-dev/isolator/internal/fakekata"
 	"github.com/isolator-dev/isolator/e2e/harness"
+	"github.com/isolator-dev/isolator/internal/testfixtures/fakekata"
 )
 
 // nodeUser is the identity the bootstrapper runs as: the isolator-node ServiceAccount,

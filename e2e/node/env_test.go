@@ -9,7 +9,7 @@
 // (unshare), exactly as a node's containerd and the DaemonSet's isolator see the node.
 // The real /etc/containerd and /opt are never touched. containerd runs as root with a
 // temporary --root, --state and --address. Kata itself cannot run here (no KVM), so the
-// artifacts are a fake kata-static release (internal/fakekata) and --kvm-device points
+// artifacts are a fake kata-static release (internal/testfixtures/fakekata) and --kvm-device points
 // at a file the test creates.
 package node_test
 
@@ -32,7 +32,7 @@ import (
 	"time"
 
 	"github.com/isolator-dev/isolator/bootstrap/cri"
-	"github.com/isolator-dev/isolator/internal/fakekata"
+	"github.com/isolator-dev/isolator/internal/testfixtures/fakekata"
 )
 
 var (

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/isolator-dev/isolator/bootstrap"
-	"github.com/isolator-dev/isolator/internal/fakekata"
+	"github.com/isolator-dev/isolator/internal/testfixtures/fakekata"
 )
 
 // TestInstallUninstall is the whole life of a node on each containerd: install, one

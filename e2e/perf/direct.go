@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/isolator-dev/isolator/e2e/harness"
-	"github.com/isolator-dev/isolator/internal/samplepod"
+	"github.com/isolator-dev/isolator/internal/testfixtures/samplepod"
 	"github.com/isolator-dev/isolator/webhook"
 )
 

@@ -19,7 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/isolator-dev/isolator/e2e/harness"
-	"github.com/isolator-dev/isolator/internal/samplepod"
+	"github.com/isolator-dev/isolator/internal/testfixtures/samplepod"
 	"github.com/isolator-dev/isolator/policy"
 )
 

@@ -29,7 +29,6 @@ import (
 	"github.com/isolator-dev/isolator/bootstrap/restart"
 )
 
-
 type nodeFlags struct {
 	hostRoot           string
 	artifacts          string

@@ -5,8 +5,10 @@
 package samplepod
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // Pod returns the pod as a Deployment's template makes it in namespace, before
@@ -68,4 +70,50 @@ func Review(namespace string) ([]byte, error) {
 			"options": map[string]string{"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
 		},
 	})
+}
+
+// MalformedReviews are requests the webhook must refuse cleanly (or, for the last
+// few, decode like encoding/json does): not JSON, not a review, the wrong kind or
+// version, no object, a 7 MiB pod, 100,000 levels of nesting, invalid UTF-8, a
+// truncated body. The webhook's malformed-request test and fuzz seeds, and the
+// decoder's differential test, share them.
+func MalformedReviews() (map[string][]byte, error) {
+	valid, err := Review("shop")
+	if err != nil {
+		return nil, err
+	}
+	var bad error
+	bigPod := func(size int) []byte {
+		var r map[string]any
+		if err := json.Unmarshal(valid, &r); err != nil {
+			bad = err
+			return nil
+		}
+		obj := r["request"].(map[string]any)["object"].(map[string]any)
+		obj["metadata"].(map[string]any)["annotations"] = map[string]string{"blob": strings.Repeat("x", size)}
+		b, _ := json.Marshal(r)
+		return b
+	}
+	nested := func(depth int) []byte {
+		s := strings.Replace(string(valid), `"spec":{`, `"spec":{"deep":`+strings.Repeat("[", depth)+strings.Repeat("]", depth)+`,`, 1)
+		return []byte(s)
+	}
+	cases := map[string][]byte{
+		"empty body":            {},
+		"not JSON":              []byte("this is not JSON"),
+		"JSON but not a review": []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"}}`),
+		"a JSON array":          []byte(`[1,2,3]`),
+		"null":                  []byte(`null`),
+		"wrong kind":            bytes.Replace(valid, []byte(`"kind":"AdmissionReview"`), []byte(`"kind":"Pod"`), 1),
+		"v1beta1 review":        bytes.Replace(valid, []byte(`"admission.k8s.io/v1"`), []byte(`"admission.k8s.io/v1beta1"`), 1),
+		"missing object":        bytes.Replace(valid, []byte(`"object":`), []byte(`"oldObject":`), 1),
+		"object not a pod":      bytes.Replace(valid, []byte(`"containers":[`), []byte(`"containers":"x","other":[`), 1),
+		"7 MiB pod":             bigPod(7 << 20),
+		"just under the cap":    bigPod(6 << 20),
+		"deeply nested JSON":    nested(100000),
+		"unknown fields":        bytes.Replace(valid, []byte(`"spec":{`), []byte(`"spec":{"futureField":{"a":[1,{"b":null}]},`), 1),
+		"invalid UTF-8":         bytes.Replace(valid, []byte(`storefront-7d9f8b6c5-`), []byte("store\xff\xfe-"), 1),
+		"truncated":             valid[:len(valid)/2],
+	}
+	return cases, bad
 }

@@ -1,4 +1,4 @@
-package webhook
+package admissionwire
 
 import (
 	"bytes"
@@ -17,17 +17,17 @@ import (
 	"github.com/isolator-dev/isolator/policy"
 )
 
-// decodeReview decodes an AdmissionReview into the fields the decision needs, with
-// exactly the result and errors of json.Unmarshal(body, &podReview{}).
+// Decode decodes an AdmissionReview into the fields the decision needs, with
+// exactly the result and errors of json.Unmarshal(body, &Review{}).
 //
 // The fast path walks the body once: it validates every byte as json.Unmarshal does, but
 // skips the subtrees no decision reads (env, volumes, resources, managedFields, ...)
-// without building anything, and fills only podReview. Whatever it does not handle the
+// without building anything, and fills only Review. Whatever it does not handle the
 // way encoding/json would without doubt (invalid JSON, a type mismatch, a duplicate or
 // case-folded key, an escaped key, very deep nesting) it hands to json.Unmarshal, which
 // then decides and words the error. TestDecodeReviewDifferential and
 // FuzzDecodeReviewDifferential hold the two to the same answers.
-func decodeReview(body []byte) (podReview, error) {
+func Decode(body []byte) (Review, error) {
 	d := reviewDecoder{b: body}
 	review, err := d.review()
 	if err == nil {
@@ -38,8 +38,8 @@ func decodeReview(body []byte) (podReview, error) {
 
 // decodeSlow is encoding/json, the reference. It is a function of its own so that its
 // result escapes to the heap only on this path.
-func decodeSlow(body []byte) (podReview, error) {
-	var review podReview
+func decodeSlow(body []byte) (Review, error) {
+	var review Review
 	err := json.Unmarshal(body, &review)
 	return review, err
 }
@@ -76,8 +76,8 @@ var internedValues = []string{
 	"", "v1", "pods", "status", "ephemeralcontainers", "binding", "eviction", "default",
 }
 
-func (d *reviewDecoder) review() (podReview, error) {
-	var r podReview
+func (d *reviewDecoder) review() (Review, error) {
+	var r Review
 	if null, err := d.objectStart(); err != nil || null {
 		return r, errSlowPath // a top-level null or non-object is rare: encoding/json words it
 	}
@@ -97,7 +97,7 @@ func (d *reviewDecoder) review() (podReview, error) {
 	return r, err
 }
 
-func (d *reviewDecoder) request(p **podRequest) error {
+func (d *reviewDecoder) request(p **Request) error {
 	null, err := d.objectStart()
 	if err != nil {
 		return err
@@ -106,7 +106,7 @@ func (d *reviewDecoder) request(p **podRequest) error {
 		*p = nil
 		return nil
 	}
-	req := &podRequest{}
+	req := &Request{}
 	*p = req
 	return d.fields(requestKeys, func(i int) error {
 		var s string

@@ -1,4 +1,4 @@
-package webhook
+package admissionwire
 
 import (
 	"bytes"
@@ -14,12 +14,17 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/isolator-dev/isolator/internal/testfixtures/samplepod"
 )
 
 // decodeEdgeCases are bodies where a hand-written JSON decoder most easily parts ways
 // with encoding/json: each must decode to the same result or the same error.
 func decodeEdgeCases(t testing.TB) map[string][]byte {
-	valid := benchReview(t)
+	valid, err := samplepod.Review("shop")
+	if err != nil {
+		t.Fatal(err)
+	}
 	sub := func(old, new string) []byte {
 		if !bytes.Contains(valid, []byte(old)) {
 			t.Fatalf("edge case: %q is not in the review", old)
@@ -119,10 +124,14 @@ func prettyJSONBytes(t testing.TB, b []byte) []byte {
 // edge cases.
 func differentialInputs(t testing.TB) map[string][]byte {
 	out := decodeEdgeCases(t)
-	for name, b := range malformedCases(t) {
+	malformed, err := samplepod.MalformedReviews()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range malformed {
 		out["malformed/"+name] = b
 	}
-	files, _ := filepath.Glob("testdata/admission/*.json")
+	files, _ := filepath.Glob("../testdata/admission/*.json")
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -133,14 +142,14 @@ func differentialInputs(t testing.TB) map[string][]byte {
 	return out
 }
 
-// checkSameAsEncodingJSON fails unless decodeReview answers exactly as json.Unmarshal
+// checkSameAsEncodingJSON fails unless Decode answers exactly as json.Unmarshal
 // does, and unless every answer of the fast path alone is encoding/json's. It reports
 // whether the fast path decoded body by itself.
 func checkSameAsEncodingJSON(t *testing.T, body []byte) (fast bool) {
 	t.Helper()
-	var want podReview
+	var want Review
 	wantErr := json.Unmarshal(body, &want)
-	got, gotErr := decodeReview(body)
+	got, gotErr := Decode(body)
 	if (gotErr == nil) != (wantErr == nil) || (gotErr != nil && gotErr.Error() != wantErr.Error()) {
 		t.Fatalf("error: got %v, encoding/json says %v", gotErr, wantErr)
 	}
@@ -164,7 +173,7 @@ func checkSameAsEncodingJSON(t *testing.T, body []byte) (fast bool) {
 	return true
 }
 
-func dump(r podReview) string {
+func dump(r Review) string {
 	b, _ := json.Marshal(r)
 	return string(b)
 }
@@ -184,7 +193,7 @@ func TestDecodeReviewDifferential(t *testing.T) {
 	for name, body := range differentialInputs(t) {
 		t.Run(name, func(t *testing.T) {
 			fast := checkSameAsEncodingJSON(t, body)
-			var v podReview
+			var v Review
 			valid := json.Unmarshal(body, &v) == nil
 			switch {
 			case valid && !fast && !slowOK[name]:
@@ -209,36 +218,25 @@ func FuzzDecodeReviewDifferential(f *testing.F) {
 }
 
 // TestAppendReviewMatchesEncodingJSON holds the hand-written response to what
-// encoding/json writes for the same AdmissionResponse, for every golden input and for
-// verdicts with characters encoding/json escapes.
+// encoding/json writes for the same AdmissionResponse, for verdicts of every shape and
+// with characters encoding/json escapes. (The webhook's TestHandlerWritesEncodingJSON
+// holds every answer to its golden inputs to the same.)
 func TestAppendReviewMatchesEncodingJSON(t *testing.T) {
-	if !sortedStrings(auditKeys[:]) {
-		t.Fatalf("auditKeys %v must be sorted: encoding/json writes map keys in order", auditKeys)
+	if !sortedStrings(AuditKeys[:]) {
+		t.Fatalf("AuditKeys %v must be sorted: encoding/json writes map keys in order", AuditKeys)
 	}
-	mut, _ := testMutator(t)
 	type tc struct {
 		uid types.UID
-		v   verdict
+		v   Verdict
 	}
 	cases := map[string]tc{
-		"errored":       {"", *errored(http.StatusBadRequest, errors.New(`bad "thing" <x> & y`))},
-		"allowed":       {"u", allowed("")},
-		"denied":        {"u\u2028", denied("isolator: rule a/b denies this pod: control \x01 and é and \xff")},
-		"patch replace": {"u", verdict{allowed: true, patchOp: "replace", class: "kata-rc", rule: "cm/rule", hasAnnotations: true, warning: "w <b>"}},
-		"patch add":     {"u", verdict{allowed: true, patchOp: "add", class: "ka\"ta", rule: "cm/r\u00e9", audit: [numAuditKeys]string{"set", "", "x", "", "why & how", "cm/rule", "kata-rc"}}},
-		"all audit":     {"u", verdict{allowed: true, audit: [numAuditKeys]string{"a", "b", "c", "d", "e", "f", "g"}}},
-	}
-	files, _ := filepath.Glob("testdata/admission/*.json")
-	for _, f := range files {
-		body, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		review, err := decodeReview(body)
-		if err != nil || review.Request == nil {
-			continue
-		}
-		cases[filepath.Base(f)] = tc{review.Request.UID, mut.decide(t.Context(), review.Request)}
+		"errored":                 {"", *Errored(http.StatusBadRequest, errors.New(`bad "thing" <x> & y`))},
+		"allowed":                 {"u", Allowed("")},
+		"denied":                  {"u\u2028", Denied("isolator: rule a/b denies this pod: control \x01 and é and \xff")},
+		"patch replace":           {"u", Verdict{Allowed: true, PatchOp: "replace", Class: "kata-rc", Rule: "cm/rule", HasAnnotations: true, Warning: "w <b>"}},
+		"patch add":               {"u", Verdict{Allowed: true, PatchOp: "add", Class: "ka\"ta", Rule: "cm/r\u00e9", Audit: [NumAuditKeys]string{"set", "", "x", "", "why & how", "cm/rule", "kata-rc"}}},
+		"all audit":               {"u", Verdict{Allowed: true, Audit: [NumAuditKeys]string{"a", "b", "c", "d", "e", "f", "g"}}},
+		"set, no annotations yet": {"u", Verdict{Allowed: true, PatchOp: "add", Class: "kata-rc", Rule: "platform/untrusted", Audit: [NumAuditKeys]string{"set", "", "", "", "namespace is shop", "platform/untrusted", "kata-rc"}}},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -247,8 +245,8 @@ func TestAppendReviewMatchesEncodingJSON(t *testing.T) {
 			if err := json.NewEncoder(&want).Encode(&ref); err != nil {
 				t.Fatal(err)
 			}
-			if got := appendReview(nil, c.uid, &c.v); !bytes.Equal(got, want.Bytes()) {
-				t.Errorf("appendReview differs from encoding/json:\n got %s\nwant %s", got, want.Bytes())
+			if got := AppendReview(nil, c.uid, &c.v); !bytes.Equal(got, want.Bytes()) {
+				t.Errorf("AppendReview differs from encoding/json:\n got %s\nwant %s", got, want.Bytes())
 			}
 		})
 	}
