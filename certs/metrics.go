@@ -4,7 +4,6 @@ import (
 	"crypto/x509"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // Metrics are the serving certificate metrics (docs/certificates.md says what to alert on).
@@ -16,8 +15,9 @@ type Metrics struct {
 	Rotations *prometheus.CounterVec
 }
 
-// NewMetrics creates the metrics, unregistered.
-func NewMetrics() *Metrics {
+// NewMetrics creates the metrics and registers them with reg (controller-runtime's
+// registry in the webhook, a fresh one in tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "isolator_certs_expiry_timestamp_seconds",
@@ -30,16 +30,8 @@ func NewMetrics() *Metrics {
 	}
 	m.Rotations.WithLabelValues(RotateLeaf)
 	m.Rotations.WithLabelValues(RotateCA)
-	return m
-}
-
-// MustRegister registers the metrics with controller-runtime's registry (served on the
-// manager's metrics endpoint) or, in tests, with reg.
-func (m *Metrics) MustRegister(reg prometheus.Registerer) {
-	if reg == nil {
-		reg = metrics.Registry
-	}
 	reg.MustRegister(m.Expiry, m.Rotations)
+	return m
 }
 
 // observeServing records the served leaf and the CA among bundle that signed it.

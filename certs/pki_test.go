@@ -201,9 +201,8 @@ func TestFileSourceFollowsSymlinkSwaps(t *testing.T) {
 	first := issue()
 	writeVolume(t, dir, 0, map[string][]byte{CertFile: first.CertPEM, KeyFile: first.KeyPEM, CAFile: ca.CertPEM})
 
-	m := NewMetrics()
 	reg := prometheus.NewRegistry()
-	m.MustRegister(reg)
+	m := NewMetrics(reg)
 	src := NewFileSource(dir, logr.Discard())
 	src.Interval = 50 * time.Millisecond
 	src.Metrics = m

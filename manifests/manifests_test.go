@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
-	"github.com/isolator-dev/isolator/webhook/backstop"
+	"github.com/isolator-dev/isolator/backstop"
 )
 
 // crdKinds are the custom resources the manifests use; the e2e tests check them

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // Metrics are isolator's own admission and policy metrics. controller-runtime already
@@ -20,9 +19,11 @@ type Metrics struct {
 	Shed             *prometheus.CounterVec
 }
 
-// NewMetrics creates the metrics, unregistered.
-func NewMetrics() *Metrics {
-	return &Metrics{
+// NewMetrics creates the metrics and registers them with reg: controller-runtime's
+// registry in the webhook (served on the manager's metrics endpoint), a fresh one in
+// tests.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
 		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "isolator_admission_decisions_total",
 			Help: "Pod admission decisions, by the runtime class decided, the rule (<source>/<rule>) and the action (set, keep, replace, deny, none).",
@@ -61,13 +62,6 @@ func NewMetrics() *Metrics {
 			Help: "Admission requests not answered because of their body, by reason: too_large (over 7 MiB), slow (not all there within the read timeout) or busy (every large-body slot taken until the read deadline; the apiserver fails open to the backstop).",
 		}, []string{"reason"}),
 	}
-}
-
-// MustRegister registers the metrics with controller-runtime's registry (served on the
-// manager's metrics endpoint) or, in tests, with reg.
-func (m *Metrics) MustRegister(reg prometheus.Registerer) {
-	if reg == nil {
-		reg = metrics.Registry
-	}
 	reg.MustRegister(m.Decisions, m.AuditDecisions, m.DecisionDuration, m.Rules, m.Reloads, m.LastReload, m.ConfigMaps, m.PolicyDenials, m.Shed)
+	return m
 }

@@ -50,8 +50,7 @@ func testMutator(t testing.TB) (*PodMutator, *Metrics) {
 	rcs.Set("kata-rc", nil)
 	rcs.Set("runc-rc", nil)
 	rcs.MarkSynced()
-	m := NewMetrics()
-	m.MustRegister(prometheus.NewRegistry())
+	m := NewMetrics(prometheus.NewRegistry())
 	return &PodMutator{Policy: func() *policy.Snapshot { return snap }, Namespaces: ns, RuntimeClasses: rcs, Metrics: m, Images: policy.NewImageCache(100)}, m
 }
 

@@ -17,10 +17,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/isolator-dev/isolator/backstop"
 	"github.com/isolator-dev/isolator/policy"
-	"github.com/isolator-dev/isolator/webhook/backstop"
+	"github.com/isolator-dev/isolator/webhook/backstopsync"
 )
 
 // CacheOptions limits the manager's cache to what the webhook reads: policy ConfigMaps
@@ -70,8 +72,11 @@ type Options struct {
 	Namespace string
 	// CertLoaded reports whether the serving certificate is loaded, for /readyz.
 	CertLoaded func() bool
-	// Metrics default to NewMetrics registered with controller-runtime's registry.
-	Metrics *Metrics
+	// Metrics and BackstopMetrics are registered by the caller, in one place per binary
+	// role (NewMetrics(reg)); nil makes and registers them with controller-runtime's
+	// registry.
+	Metrics         *Metrics
+	BackstopMetrics *backstopsync.Metrics
 	// Backstop reconciles the fail-closed ValidatingAdmissionPolicy backstop from every
 	// new policy, on the leader.
 	Backstop bool
@@ -101,8 +106,7 @@ func Setup(mgr manager.Manager, opts Options) (*Webhook, error) {
 	}
 	m := opts.Metrics
 	if m == nil {
-		m = NewMetrics()
-		m.MustRegister(nil)
+		m = NewMetrics(crmetrics.Registry)
 	}
 	log := ctrl.Log.WithName("policy")
 	w := &Webhook{
@@ -129,7 +133,11 @@ func Setup(mgr manager.Manager, opts Options) (*Webhook, error) {
 	if opts.Backstop {
 		// The store swaps in its first policy only after a full list of the ConfigMaps,
 		// so the backstop is never replaced by that of an empty policy at start-up.
-		rec := backstop.NewReconciler(mgr.GetClient(), ctrl.Log.WithName("backstop"), backstop.Options{Namespace: opts.Namespace})
+		bm := opts.BackstopMetrics
+		if bm == nil {
+			bm = backstopsync.NewMetrics(crmetrics.Registry)
+		}
+		rec := backstopsync.NewReconciler(mgr.GetClient(), ctrl.Log.WithName("backstop"), backstop.Options{Namespace: opts.Namespace}, bm)
 		if err := mgr.Add(rec); err != nil {
 			return nil, err
 		}

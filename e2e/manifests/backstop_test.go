@@ -11,14 +11,16 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/isolator-dev/isolator/backstop"
 	"github.com/isolator-dev/isolator/e2e/harness"
 	"github.com/isolator-dev/isolator/policy"
-	"github.com/isolator-dev/isolator/webhook/backstop"
+	"github.com/isolator-dev/isolator/webhook/backstopsync"
 )
 
 func loadSnapshot(t *testing.T, file string) *policy.Snapshot {
@@ -90,7 +92,7 @@ func TestBackstopWithoutWebhook(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := backstop.NewReconciler(c, testr.New(t), backstop.Options{})
+	r := backstopsync.NewReconciler(c, testr.New(t), backstop.Options{}, backstopsync.NewMetrics(prometheus.NewRegistry()))
 	done := make(chan error, 1)
 	go func() { done <- r.Start(ctx) }()
 	defer func() {

@@ -18,7 +18,7 @@ import (
 	"github.com/isolator-dev/isolator/e2e/harness"
 	"github.com/isolator-dev/isolator/policy"
 	"github.com/isolator-dev/isolator/webhook"
-	"github.com/isolator-dev/isolator/webhook/backstop"
+	"github.com/isolator-dev/isolator/backstop"
 )
 
 // The three setups of the comparison, each in its own namespace.

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/isolator-dev/isolator/webhook/backstop"
+	"github.com/isolator-dev/isolator/backstop"
 )
 
 func newPolicyBackstopCommand(s streams) *cobra.Command {

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/isolator-dev/isolator/policy"
-	"github.com/isolator-dev/isolator/webhook/backstop"
+	"github.com/isolator-dev/isolator/backstop"
 )
 
 func TestPolicyBackstopCommand(t *testing.T) {

@@ -21,12 +21,14 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/isolator-dev/isolator/certs"
 	"github.com/isolator-dev/isolator/internal/version"
 	"github.com/isolator-dev/isolator/webhook"
+	"github.com/isolator-dev/isolator/webhook/backstopsync"
 )
 
 type webhookOptions struct {
@@ -231,8 +233,11 @@ func runWebhook(ctx context.Context, s streams, o webhookOptions) error {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return failure(err)
 	}
-	certMetrics := certs.NewMetrics()
-	certMetrics.MustRegister(nil)
+	// Every metric of the webhook role, registered in one place with controller-runtime's
+	// registry, which the manager serves on --metrics-bind-address.
+	certMetrics := certs.NewMetrics(crmetrics.Registry)
+	webhookMetrics := webhook.NewMetrics(crmetrics.Registry)
+	backstopMetrics := backstopsync.NewMetrics(crmetrics.Registry)
 	cacheOpts := webhook.CacheOptions(o.namespace, o.teamPolicies)
 	if o.certMode == certModeSelf {
 		maps.Copy(cacheOpts.ByObject, certs.CacheObjects(o.namespace))
@@ -282,7 +287,8 @@ func runWebhook(ctx context.Context, s streams, o webhookOptions) error {
 		return failure(err)
 	}
 	mgr.GetWebhookServer().Register(certs.ServingCertificatePath, certs.ServingHandler(source.Serving))
-	wh, err := webhook.Setup(mgr, webhook.Options{Namespace: o.namespace, CertLoaded: source.Loaded, Backstop: o.backstop, TeamPolicies: o.teamPolicies})
+	wh, err := webhook.Setup(mgr, webhook.Options{Namespace: o.namespace, CertLoaded: source.Loaded, Backstop: o.backstop, TeamPolicies: o.teamPolicies,
+		Metrics: webhookMetrics, BackstopMetrics: backstopMetrics})
 	if err != nil {
 		return failure(err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/isolator-dev/isolator/policy"
 )
 
-const examplesDir = "../../manifests/examples"
+const examplesDir = "../manifests/examples"
 
 // exampleFiles are the policy files under manifests/examples (pods.yaml holds pods).
 func exampleFiles(t testing.TB) []string {

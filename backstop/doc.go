@@ -6,7 +6,7 @@
 // policy.Evaluate would send to a sandboxed class unless the pod already names a class
 // the policy accepts for it.
 //
-// Generate renders the objects (pure: no client, usable offline by
-// `isolator policy backstop`); Reconciler keeps them applied from inside the webhook
-// process, following every policy snapshot.
+// Generate is a pure compiler from a policy snapshot to those objects: no client, used
+// offline by `isolator policy backstop` and by the webhook alike. Package
+// webhook/backstopsync keeps them applied from inside the webhook process.
 package backstop

@@ -9,9 +9,9 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// manifest turns an object into the map a user would write: no status and no empty
-// creationTimestamp.
-func manifest(o any) (map[string]any, error) {
+// Manifest turns an object into the map a user would write: no status and no empty
+// creationTimestamp. Encode writes it; the reconciler applies it.
+func Manifest(o any) (map[string]any, error) {
 	data, err := json.Marshal(o)
 	if err != nil {
 		return nil, err
@@ -38,7 +38,7 @@ func Encode(w io.Writer, format string, vaps []*admissionregistrationv1.Validati
 		objs = append(objs, b)
 	}
 	for i, o := range objs {
-		m, err := manifest(o)
+		m, err := Manifest(o)
 		if err != nil {
 			return fmt.Errorf("encoding backstop object %d: %w", i, err)
 		}

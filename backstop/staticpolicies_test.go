@@ -49,7 +49,7 @@ func namespace(labels map[string]string) *corev1.Namespace {
 }
 
 func TestNamespaceLabelsPolicy(t *testing.T) {
-	p := loadStaticPolicy(t, "../../manifests/base/namespace-labels-policy.yaml")
+	p := loadStaticPolicy(t, "../manifests/base/namespace-labels-policy.yaml")
 	gvr := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
 	gvk := schema.GroupVersionKind{Version: "v1", Kind: "Namespace"}
 	untrusted := map[string]string{"isolator.dev/trust": "untrusted", "team": "shop"}
@@ -87,7 +87,7 @@ func TestNamespaceLabelsPolicy(t *testing.T) {
 }
 
 func TestNodeLabelsPolicy(t *testing.T) {
-	p := loadStaticPolicy(t, "../../manifests/node/node-labels-policy.yaml")
+	p := loadStaticPolicy(t, "../manifests/node/node-labels-policy.yaml")
 	gvr := schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
 	gvk := schema.GroupVersionKind{Version: "v1", Kind: "Node"}
 	agent := func(node string) user.Info {

@@ -1,4 +1,7 @@
-package backstop
+// Package backstopsync keeps the backstop ValidatingAdmissionPolicy that package
+// backstop generates applied in the cluster, following every policy snapshot, from the
+// webhook process's leader. It is the only part of the backstop that needs a cluster.
+package backstopsync
 
 import (
 	"context"
@@ -15,8 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/isolator-dev/isolator/backstop"
 	"github.com/isolator-dev/isolator/policy"
 )
 
@@ -29,30 +32,37 @@ const (
 	maxRetry = time.Minute
 )
 
-// Metrics of the reconciler, served with the webhook's (controller-runtime's registry).
-var (
-	applies = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "isolator_backstop_applies_total",
-		Help: "Backstop reconciliations after a policy change, by result (success or error). After an error the previous backstop stays in force.",
-	}, []string{"result"})
-	lastApply = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "isolator_backstop_last_apply_success_timestamp_seconds",
-		Help: "Unix time of the last successful backstop reconciliation.",
-	})
-)
+// Metrics are the reconciler's metrics (docs/metrics.md).
+type Metrics struct {
+	Applies   *prometheus.CounterVec
+	LastApply prometheus.Gauge
+}
 
-func init() {
-	crmetrics.Registry.MustRegister(applies, lastApply)
-	applies.WithLabelValues("success")
-	applies.WithLabelValues("error")
+// NewMetrics creates the reconciler's metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Applies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "isolator_backstop_applies_total",
+			Help: "Backstop reconciliations after a policy change, by result (success or error). After an error the previous backstop stays in force.",
+		}, []string{"result"}),
+		LastApply: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "isolator_backstop_last_apply_success_timestamp_seconds",
+			Help: "Unix time of the last successful backstop reconciliation.",
+		}),
+	}
+	reg.MustRegister(m.Applies, m.LastApply)
+	m.Applies.WithLabelValues("success")
+	m.Applies.WithLabelValues("error")
+	return m
 }
 
 // Reconciler keeps the backstop objects in the cluster equal to the backstop of the
 // latest policy snapshot. It runs in the webhook process, on the leader only.
 type Reconciler struct {
-	c    client.Client
-	log  logr.Logger
-	opts Options
+	c       client.Client
+	log     logr.Logger
+	opts    backstop.Options
+	metrics *Metrics
 
 	mu      sync.Mutex
 	latest  *policy.Snapshot
@@ -66,8 +76,8 @@ var (
 )
 
 // NewReconciler returns a reconciler that applies through c.
-func NewReconciler(c client.Client, log logr.Logger, opts Options) *Reconciler {
-	return &Reconciler{c: c, log: log, opts: opts, wake: make(chan struct{}, 1)}
+func NewReconciler(c client.Client, log logr.Logger, opts backstop.Options, m *Metrics) *Reconciler {
+	return &Reconciler{c: c, log: log, opts: opts, metrics: m, wake: make(chan struct{}, 1)}
 }
 
 // Update hands the reconciler a new snapshot. It never blocks: snapshots that arrive
@@ -109,7 +119,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			applies.WithLabelValues("error").Inc()
+			r.metrics.Applies.WithLabelValues("error").Inc()
 			r.log.Error(err, "applying the backstop failed; the previous one stays in force", "retryIn", retry)
 			r.mu.Lock()
 			if !r.pending { // nothing newer: try this one again
@@ -120,8 +130,8 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			retry = min(2*retry, maxRetry)
 			continue
 		}
-		applies.WithLabelValues("success").Inc()
-		lastApply.SetToCurrentTime()
+		r.metrics.Applies.WithLabelValues("success").Inc()
+		r.metrics.LastApply.SetToCurrentTime()
 		retry, timer = minRetry, nil
 	}
 }
@@ -129,7 +139,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 // Reconcile applies the backstop of snap once and deletes the backstop objects isolator
 // owns that it no longer generates.
 func (r *Reconciler) Reconcile(ctx context.Context, snap *policy.Snapshot) error {
-	vaps, bindings, err := Generate(snap, r.opts)
+	vaps, bindings, err := backstop.Generate(snap, r.opts)
 	if err != nil {
 		return fmt.Errorf("generating the backstop: %w", err)
 	}
@@ -154,14 +164,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, snap *policy.Snapshot) error
 	}
 	rules := "0"
 	if len(vaps) > 0 {
-		rules = vaps[0].Annotations[RulesAnnotation]
+		rules = vaps[0].Annotations[backstop.RulesAnnotation]
 	}
 	r.log.Info("backstop applied", "policies", len(vaps), "bindings", len(bindings), "rules", rules, "deletedStale", deleted)
 	return nil
 }
 
 func (r *Reconciler) apply(ctx context.Context, obj any) error {
-	m, err := manifest(obj)
+	m, err := backstop.Manifest(obj)
 	if err != nil {
 		return err
 	}
@@ -172,7 +182,7 @@ func (r *Reconciler) apply(ctx context.Context, obj any) error {
 // deleteStale removes bindings, then policies, that carry isolator's managed-by label
 // and the backstop name prefix but are not wanted.
 func (r *Reconciler) deleteStale(ctx context.Context, want map[string]bool) (int, error) {
-	sel := client.MatchingLabels{ManagedByLabel: ManagedByValue}
+	sel := client.MatchingLabels{backstop.ManagedByLabel: backstop.ManagedByValue}
 	var errs []error
 	deleted := 0
 	var bl admissionregistrationv1.ValidatingAdmissionPolicyBindingList
@@ -181,7 +191,7 @@ func (r *Reconciler) deleteStale(ctx context.Context, want map[string]bool) (int
 	}
 	for i := range bl.Items {
 		b := &bl.Items[i]
-		if strings.HasPrefix(b.Name, NamePrefix) && !want["binding/"+b.Name] {
+		if strings.HasPrefix(b.Name, backstop.NamePrefix) && !want["binding/"+b.Name] {
 			if err := r.c.Delete(ctx, b); err != nil && !apierrors.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("deleting stale ValidatingAdmissionPolicyBinding %s: %w", b.Name, err))
 				continue
@@ -195,7 +205,7 @@ func (r *Reconciler) deleteStale(ctx context.Context, want map[string]bool) (int
 	}
 	for i := range pl.Items {
 		p := &pl.Items[i]
-		if strings.HasPrefix(p.Name, NamePrefix) && !want["policy/"+p.Name] {
+		if strings.HasPrefix(p.Name, backstop.NamePrefix) && !want["policy/"+p.Name] {
 			if err := r.c.Delete(ctx, p); err != nil && !apierrors.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("deleting stale ValidatingAdmissionPolicy %s: %w", p.Name, err))
 				continue

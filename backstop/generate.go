@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/isolator-dev/isolator/policy"
-	"github.com/isolator-dev/isolator/webhook/backstop/internal/imageregex"
+	"github.com/isolator-dev/isolator/backstop/internal/imageregex"
 )
 
 // Names and labels of the generated objects.
