@@ -52,7 +52,7 @@ unit: ## Unit tests, golden files and fuzz seed corpora (no servers)
 	$(GO) test -race -count=1 ./...
 	@# Invariants the race detector would distort: allocation counts, and the CEL cost
 	@# of the largest backstops (ten times slower under race).
-	$(GO) test -count=1 -run '^(Test.*AllocatesNothing|TestCostOfLargePolicies)$$' -v ./policy/ ./webhook/... | grep -E '^(---|ok|FAIL|PASS)|cost [0-9]'
+	$(GO) test -count=1 -run '^(Test.*AllocatesNothing|TestCostOfLargePolicies)$$' -v ./policy/ ./backstop/... | grep -E '^(---|ok|FAIL|PASS)|cost [0-9]'
 
 
 e2e: prereqs build tools ## e2e tests against a real kube-apiserver, etcd and containerd

@@ -10,8 +10,8 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/isolator-dev/isolator/policy"
 	"github.com/isolator-dev/isolator/backstop/internal/imageregex"
+	"github.com/isolator-dev/isolator/policy"
 )
 
 // Names and labels of the generated objects.

@@ -15,10 +15,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/isolator-dev/isolator/backstop"
 	"github.com/isolator-dev/isolator/e2e/harness"
 	"github.com/isolator-dev/isolator/policy"
 	"github.com/isolator-dev/isolator/webhook"
-	"github.com/isolator-dev/isolator/backstop"
 )
 
 // The three setups of the comparison, each in its own namespace.

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/isolator-dev/isolator/policy"
 	"github.com/isolator-dev/isolator/backstop"
+	"github.com/isolator-dev/isolator/policy"
 )
 
 func TestPolicyBackstopCommand(t *testing.T) {
