@@ -84,13 +84,6 @@ func (ix *MetaIndex) Labels(ctx context.Context, name string) (labels map[string
 	return l, true, nil
 }
 
-// Len counts the known objects.
-func (ix *MetaIndex) Len() int {
-	n := 0
-	ix.byName.Range(func(any, any) bool { n++; return true })
-	return n
-}
-
 // handler keeps the index in step with an informer.
 func (ix *MetaIndex) handler() toolscache.ResourceEventHandlerFuncs {
 	// The informer's objects are never modified (the cache hands out copies to
