@@ -2,7 +2,6 @@ package bootstrap
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -22,10 +21,6 @@ type RunOptions struct {
 	// terminationGracePeriodSeconds).
 	ShutdownTimeout time.Duration
 }
-
-// ErrRestartDeferred means a repair needs a containerd restart that the rate limit does
-// not allow yet; nothing was changed.
-var ErrRestartDeferred = errors.New("containerd restart deferred by the rate limit")
 
 // Run installs, then re-checks every Interval and repairs drift (a deleted drop-in,
 // damaged artifacts, an import entry someone removed). When ctx ends (SIGTERM), it
