@@ -20,8 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/isolator-dev/isolator/bootstrap"
 	"github.com/isolator-dev/isolator/bootstrap/hostexec"
@@ -95,7 +93,7 @@ node itself; the DaemonSet mounts the node at /host and passes --host-root /host
 	pf.StringVar(&f.containerdPIDFile, "containerd-pid-file", "", "file holding containerd's pid, for --restart signal (default: found in /proc by its socket)")
 	pf.StringVar(&f.criEndpoint, "cri-endpoint", "", "CRI endpoint to verify containerd on (default: unix://<host-root><containerd socket>)")
 	pf.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name, for labels, taint and Events (default $NODE_NAME, set from the downward API); empty runs without a cluster")
-	pf.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config)")
+	pf.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses $KUBECONFIG or the in-cluster service account")
 	pf.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "isolator-system"), "namespace of the isolator-node DaemonSet ($POD_NAMESPACE, set from the downward API, overrides the default)")
 	pf.StringVar(&f.daemonSet, "daemonset", "isolator-node", "name of the DaemonSet that runs this bootstrapper, for the rollout-or-removal decision on SIGTERM")
 	pf.StringVar(&f.stateDir, "state-dir", bootstrap.DefaultStateDir, "host path of isolator's state directory")
@@ -104,7 +102,13 @@ node itself; the DaemonSet mounts the node at /host and passes --host-root /host
 	pf.DurationVar(&f.verifyTimeout, "verify-timeout", 2*time.Minute, "how long to wait for containerd to serve the kata handler after a restart")
 	f.log.addFlags(pf)
 
-	install := &cobra.Command{
+	cmd.AddCommand(newNodeInstallCommand(s, f), newNodeUninstallCommand(s, f), newNodeStatusCommand(s, f), newNodeRunCommand(s, f))
+	return cmd
+}
+
+// newNodeInstallCommand is `isolator node install`.
+func newNodeInstallCommand(s streams, f *nodeFlags) *cobra.Command {
+	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Install Kata, add the kata handler to containerd, verify and label the node",
 		Args:  cobra.NoArgs,
@@ -125,7 +129,12 @@ node itself; the DaemonSet mounts the node at /host and passes --host-root /host
 			return nil
 		},
 	}
-	uninstall := &cobra.Command{
+	return cmd
+}
+
+// newNodeUninstallCommand is `isolator node uninstall`.
+func newNodeUninstallCommand(s streams, f *nodeFlags) *cobra.Command {
+	cmd := &cobra.Command{
 		Use:     "uninstall",
 		Short:   "Remove the label, isolator's containerd config and the Kata artifacts",
 		Args:    cobra.NoArgs,
@@ -145,7 +154,12 @@ node itself; the DaemonSet mounts the node at /host and passes --host-root /host
 			return nil
 		},
 	}
-	status := &cobra.Command{
+	return cmd
+}
+
+// newNodeStatusCommand is `isolator node status`.
+func newNodeStatusCommand(s streams, f *nodeFlags) *cobra.Command {
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show isolator's install on this node, drift, and whether containerd serves kata",
 		Args:  cobra.NoArgs,
@@ -174,8 +188,13 @@ node itself; the DaemonSet mounts the node at /host and passes --host-root /host
 			return nil
 		},
 	}
-	status.Flags().StringVarP(&f.output, "output", "o", "text", "text or json")
-	run := &cobra.Command{
+	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+// newNodeRunCommand is `isolator node run`, what the DaemonSet runs.
+func newNodeRunCommand(s streams, f *nodeFlags) *cobra.Command {
+	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Install, then repair drift until SIGTERM; uninstall only when the node is deselected",
 		Long: `Install, then re-check every --interval and repair drift (a deleted drop-in, damaged
@@ -205,11 +224,10 @@ rollout and everything stays, so running Kata pods are not disturbed.`,
 			return nil
 		},
 	}
-	run.Flags().DurationVar(&f.interval, "interval", time.Minute, "how often to check for drift")
-	run.Flags().DurationVar(&f.minRestartInterval, "min-restart-interval", 5*time.Minute, "least time between two containerd restarts for repairs")
-	run.Flags().StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address to serve Prometheus metrics on (/metrics); 0 turns them off")
-	run.Flags().DurationVar(&f.shutdownTimeout, "shutdown-timeout", 50*time.Second, "bound on the uninstall after SIGTERM when the DaemonSet no longer selects the node (keep it below terminationGracePeriodSeconds)")
-	cmd.AddCommand(install, uninstall, status, run)
+	cmd.Flags().DurationVar(&f.interval, "interval", time.Minute, "how often to check for drift")
+	cmd.Flags().DurationVar(&f.minRestartInterval, "min-restart-interval", 5*time.Minute, "least time between two containerd restarts for repairs")
+	cmd.Flags().StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address to serve Prometheus metrics on (/metrics); 0 turns them off")
+	cmd.Flags().DurationVar(&f.shutdownTimeout, "shutdown-timeout", 50*time.Second, "bound on the uninstall after SIGTERM when the DaemonSet no longer selects the node (keep it below terminationGracePeriodSeconds)")
 	return cmd
 }
 
@@ -303,15 +321,9 @@ func (f *nodeFlags) bootstrapper(s streams, needArtifacts bool) (*bootstrap.Boot
 }
 
 func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
+	cfg, err := restConfig(kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w (pass --kubeconfig, or leave --node-name empty to run without a cluster)", err)
+		return nil, fmt.Errorf("%w (or leave --node-name empty to run without a cluster)", err)
 	}
 	cfg.UserAgent = "isolator-node"
 	return kubernetes.NewForConfig(cfg)

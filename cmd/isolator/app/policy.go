@@ -370,18 +370,3 @@ func writeExplainText(w io.Writer, results []explained) error {
 	}
 	return tw.Flush()
 }
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-// plural renders a count of things: "1 rule", "2 rules".
-func plural(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
-}
