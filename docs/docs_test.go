@@ -69,3 +69,59 @@ func defines(t *testing.T, dir, name string) bool {
 	}
 	return false
 }
+
+// TestArchitectureListsEveryPackage: docs/architecture.md has a row for every Go
+// package of the module, so a new package can't land undocumented, and no row for a
+// package that is gone.
+func TestArchitectureListsEveryPackage(t *testing.T) {
+	data, err := os.ReadFile("architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z0-9/]+)/` \\|").FindAllStringSubmatch(string(data), -1) {
+		documented[m[1]] = true
+	}
+	packages := map[string]bool{}
+	err = filepath.WalkDir("..", func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			switch name := d.Name(); {
+			case p != ".." && (strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_") || name == "testdata"):
+				return filepath.SkipDir
+			case p != ".." && fileExists(filepath.Join(p, "go.mod")):
+				return filepath.SkipDir // a separate module (e2e/tools)
+			}
+			return nil
+		}
+		if strings.HasSuffix(p, ".go") {
+			dir, _ := filepath.Rel("..", filepath.Dir(p))
+			packages[filepath.ToSlash(dir)] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(packages, ".")
+	for p := range packages {
+		if !documented[p] {
+			t.Errorf("package %s/ has no row in docs/architecture.md", p)
+		}
+	}
+	for p := range documented {
+		if !packages[p] {
+			t.Errorf("docs/architecture.md has a row for %s/, which is no package", p)
+		}
+	}
+	if len(packages) < 30 {
+		t.Errorf("found only %d packages", len(packages))
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
