@@ -454,19 +454,11 @@ func matchExpr(r policy.RuleInfo) (string, error) {
 		// A team rule applies in its own namespace only.
 		conds = append(conds, "request.namespace == "+celString(r.Team))
 	}
-	if len(m.Namespaces) > 0 {
-		c, err := namespacesExpr(m.Namespaces)
-		if err != nil {
-			return "", err
-		}
-		conds = append(conds, c)
+	where, err := placeExprs(m.Namespaces, m.NamespaceSelector, m.PodSelector)
+	if err != nil {
+		return "", err
 	}
-	if m.NamespaceSelector != nil {
-		conds = append(conds, selectorExpr("variables.nsLabels", m.NamespaceSelector)...)
-	}
-	if m.PodSelector != nil {
-		conds = append(conds, selectorExpr("variables.podLabels", m.PodSelector)...)
-	}
+	conds = append(conds, where...)
 	for _, images := range []struct {
 		patterns []string
 		all      bool
@@ -493,21 +485,31 @@ func matchExpr(r policy.RuleInfo) (string, error) {
 	return strings.Join(conds, " && "), nil
 }
 
-// exclusionExpr renders an exception: every field given holds.
-func exclusionExpr(x policy.Exclusion) (string, error) {
+// placeExprs renders the conditions a rule and an exception share: namespace globs,
+// namespace labels and pod labels, each only when given.
+func placeExprs(namespaces []string, nsSel, podSel *metav1.LabelSelector) ([]string, error) {
 	var conds []string
-	if len(x.Namespaces) > 0 {
-		c, err := namespacesExpr(x.Namespaces)
+	if len(namespaces) > 0 {
+		c, err := namespacesExpr(namespaces)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		conds = append(conds, c)
 	}
-	if x.NamespaceSelector != nil {
-		conds = append(conds, selectorExpr("variables.nsLabels", x.NamespaceSelector)...)
+	if nsSel != nil {
+		conds = append(conds, selectorExpr("variables.nsLabels", nsSel)...)
 	}
-	if x.PodSelector != nil {
-		conds = append(conds, selectorExpr("variables.podLabels", x.PodSelector)...)
+	if podSel != nil {
+		conds = append(conds, selectorExpr("variables.podLabels", podSel)...)
+	}
+	return conds, nil
+}
+
+// exclusionExpr renders an exception: every field given holds.
+func exclusionExpr(x policy.Exclusion) (string, error) {
+	conds, err := placeExprs(x.Namespaces, x.NamespaceSelector, x.PodSelector)
+	if err != nil {
+		return "", err
 	}
 	if len(x.ServiceAccountNames) > 0 {
 		conds = append(conds, "variables.serviceAccount in "+celList(x.ServiceAccountNames))

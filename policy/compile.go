@@ -147,19 +147,12 @@ func Compile(sources ...Source) (*Snapshot, error) {
 	}
 	s := &Snapshot{classIdx: map[string]int{}}
 	s.mergeClasses(cluster)
-	for _, src := range cluster {
-		s.sources = append(s.sources, src.Name)
-		for i := range src.Policy.Spec.Rules {
-			rule := &src.Policy.Spec.Rules[i]
-			rp := src.Root.Child("spec", "rules").Index(i)
-			s.warnings = append(s.warnings, imagePatternWarnings(src.Origin, rp.Child("match"), &rule.Match)...)
-			s.warnings = append(s.warnings, exclusionWarnings(src.Origin, rp, rule)...)
-			r, err := s.compileRule(src.Name, rule)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", src.Origin, err)
-			}
-			s.rules = append(s.rules, r)
+	for i := range cluster {
+		rules, err := s.compileSource(&cluster[i], "")
+		if err != nil {
+			return nil, err
 		}
+		s.rules = append(s.rules, rules...)
 	}
 	sortRules(s.rules)
 	all := make([]int32, len(s.rules))
@@ -559,6 +552,30 @@ func Rooted(root *field.Path, errs field.ErrorList) field.ErrorList {
 	return out
 }
 
+// compileSource compiles the rules of one source, with the warnings its patterns and
+// exceptions deserve; team is the namespace of a team policy, whose rules are also
+// held against the cluster's.
+func (s *Snapshot) compileSource(src *Source, team string) ([]compiledRule, error) {
+	s.sources = append(s.sources, src.Name)
+	var out []compiledRule
+	for i := range src.Policy.Spec.Rules {
+		rule := &src.Policy.Spec.Rules[i]
+		rp := src.Root.Child("spec", "rules").Index(i)
+		s.warnings = append(s.warnings, imagePatternWarnings(src.Origin, rp.Child("match"), &rule.Match)...)
+		s.warnings = append(s.warnings, exclusionWarnings(src.Origin, rp, rule)...)
+		r, err := s.compileRule(src.Name, rule)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", src.Origin, err)
+		}
+		r.team = team
+		if team != "" && !r.audit {
+			s.warnings = append(s.warnings, s.looserThanCluster(src.Origin+": spec.rules["+strconv.Itoa(i)+"] ("+rule.Name+")", &r, team)...)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 // CheckTeam reports what keeps a team policy from applying on top of the cluster
 // policies of s. A team policy uses only classes the cluster policies list, with the
 // isolation they give them; its rules apply to its own namespace, so they name no
@@ -620,23 +637,12 @@ func (s *Snapshot) compileTeams(srcs []Source) error {
 	}
 	for ns, team := range byNS {
 		t := &teamPolicy{}
-		for _, src := range team {
-			s.sources = append(s.sources, src.Name)
-			for i := range src.Policy.Spec.Rules {
-				rule := &src.Policy.Spec.Rules[i]
-				rp := src.Root.Child("spec", "rules").Index(i)
-				s.warnings = append(s.warnings, imagePatternWarnings(src.Origin, rp.Child("match"), &rule.Match)...)
-				s.warnings = append(s.warnings, exclusionWarnings(src.Origin, rp, rule)...)
-				r, err := s.compileRule(src.Name, rule)
-				if err != nil {
-					return fmt.Errorf("%s: %w", src.Origin, err)
-				}
-				r.team = ns
-				t.rules = append(t.rules, r)
-				if !r.audit {
-					s.warnings = append(s.warnings, s.looserThanCluster(src.Origin+": spec.rules["+strconv.Itoa(i)+"] ("+rule.Name+")", &r, ns)...)
-				}
+		for i := range team {
+			rules, err := s.compileSource(&team[i], ns)
+			if err != nil {
+				return err
 			}
+			t.rules = append(t.rules, rules...)
 		}
 		sortRules(t.rules)
 		all := make([]int32, len(t.rules))

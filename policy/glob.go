@@ -119,15 +119,16 @@ func (h *hostPattern) matches(name, port string) bool {
 // the brackets as a character class.
 func matchHostName(g *glob, name string) bool {
 	if strings.HasPrefix(name, "[") {
-		lit, ok := unescapeLiteral(g.pattern)
+		lit, ok := LiteralGlob(g.pattern)
 		return ok && lit == name
 	}
 	return g.match(name)
 }
 
-// unescapeLiteral returns the glob's text with its escapes removed, and whether it has
-// no wildcard (an unescaped '*', '?' or '[').
-func unescapeLiteral(g string) (string, bool) {
+// LiteralGlob returns a glob's text with its escapes removed, and whether it has no
+// wildcard (an unescaped '*', '?' or '['): the one string it matches. A registry name
+// written so is the only kind that matches an IPv6 host.
+func LiteralGlob(g string) (string, bool) {
 	if !strings.ContainsAny(g, `*?[\`) {
 		return g, true
 	}

@@ -415,7 +415,7 @@ func (r *imageRenderer) registry(g, port string) (string, bool) {
 		addPort(all, allOK, ":0*"+port)
 	}
 	// An IPv6 literal is matched only by the same literal (policy.matchHostName).
-	if lit, ok := unescapeLiteral(g); ok && strings.HasPrefix(lit, "[") {
+	if lit, ok := policy.LiteralGlob(g); ok && strings.HasPrefix(lit, "[") {
 		switch port {
 		case "":
 			alts = append(alts, "(?i:"+regexp.QuoteMeta(lit)+")"+httpsPort+"?")
@@ -434,25 +434,6 @@ func quoteAll(words []string) []string {
 		out[i] = regexp.QuoteMeta(w)
 	}
 	return out
-}
-
-// unescapeLiteral returns a glob's text with its escapes removed, and whether it has no
-// wildcard, as the policy reads a registry name.
-func unescapeLiteral(g string) (string, bool) {
-	var b strings.Builder
-	for i := 0; i < len(g); i++ {
-		switch g[i] {
-		case '*', '?', '[':
-			return "", false
-		case '\\':
-			i++
-			if i == len(g) {
-				return "", false
-			}
-		}
-		b.WriteByte(g[i])
-	}
-	return b.String(), true
 }
 
 // suffix renders the tag and digest part. A pattern's digest is the whole test (the
