@@ -101,6 +101,7 @@ type Bootstrapper struct {
 	// allowRestart, when set, rate-limits restarts (run mode).
 	allowRestart func() bool
 	metrics      *Metrics
+	health       *Health
 	// lastEvent deduplicates Events, so a node that keeps failing the same way in run
 	// mode does not flood the API.
 	lastEvent map[string]string

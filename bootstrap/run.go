@@ -39,9 +39,12 @@ func (b *Bootstrapper) Run(ctx context.Context, ro RunOptions) error {
 		return lastRestart.IsZero() || time.Since(lastRestart) >= ro.MinRestartInterval
 	}
 	for {
-		if err := b.reconcile(ctx, &lastRestart); err != nil && ctx.Err() == nil {
+		b.health.passStarted()
+		err := b.reconcile(ctx, &lastRestart)
+		if err != nil && ctx.Err() == nil {
 			b.log.Error(err, "reconcile failed; retrying at the next interval", "interval", ro.Interval)
 		}
+		b.health.passDone(err)
 		select {
 		case <-ctx.Done():
 			return b.shutdown(ro.ShutdownTimeout)

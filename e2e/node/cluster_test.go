@@ -351,6 +351,12 @@ func TestRunSIGTERM(t *testing.T) {
 	// 1. Rollout: the DaemonSet still selects the node.
 	p := start()
 	waitLabel(t, c, "node-r", "true")
+	// The DaemonSet's probes: live throughout, and ready once the pass that labelled
+	// the node has ended.
+	if code, body := p.probe(t, "/healthz"); code != http.StatusOK || body != "ok" {
+		t.Errorf("GET /healthz = %d %q, want 200 ok", code, body)
+	}
+	waitFor(t, "/readyz to answer 200", func() bool { code, _ := p.probe(t, "/readyz"); return code == http.StatusOK })
 	// Drift: someone deletes the drop-in; run puts it back and containerd serves kata again.
 	dropIn := filepath.Join(h.etc, "conf.d", "isolator-kata.toml")
 	if err := os.Remove(dropIn); err != nil {
@@ -420,6 +426,22 @@ type runProcess struct {
 	pid     int
 	stderr  *syncBuffer
 	metrics string // URL of its /metrics
+	probes  string // base URL of its /healthz and /readyz
+}
+
+// probe returns the status code and body of one of the process's probe endpoints.
+func (p *runProcess) probe(t *testing.T, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(p.probes + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, strings.TrimSpace(string(body))
 }
 
 // scrape returns the process's metrics text.
@@ -458,22 +480,26 @@ func (b *syncBuffer) String() string {
 // startRun starts `isolator node run` in the host's namespace.
 func (h *host) startRun(t *testing.T, c *cluster, node string) *runProcess {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var addrs []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, ln.Addr().String())
+		_ = ln.Close()
 	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
+	addr, probes := addrs[0], addrs[1]
 	cmd := h.command(context.Background(), isolatorBin, "node", "run", "--restart", "signal", "--cri-endpoint", h.endpoint(),
 		"--state-dir", "/opt/isolator-state", "--kvm-device", h.kvm, "--containerd-binary", h.containerd,
 		"--artifacts", h.tarball, "--node-name", node, "--kubeconfig", c.kubeconfig,
-		"--interval", "300ms", "--min-restart-interval", "0s", "--metrics-bind-address", addr)
+		"--interval", "300ms", "--min-restart-interval", "0s", "--metrics-bind-address", addr, "--health-probe-bind-address", probes)
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &runProcess{cmd: cmd, pid: cmd.Process.Pid, stderr: stderr, metrics: "http://" + addr + "/metrics"}
+	p := &runProcess{cmd: cmd, pid: cmd.Process.Pid, stderr: stderr, metrics: "http://" + addr + "/metrics", probes: "http://" + probes}
 	t.Cleanup(func() { _ = syscall.Kill(p.pid, syscall.SIGKILL); _ = cmd.Wait() })
 	// Its SIGTERM handler is in place once it logs that it runs.
 	waitFor(t, "isolator node run to start", func() bool { return strings.Contains(stderr.String(), "node bootstrapper running") })

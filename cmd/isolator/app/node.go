@@ -47,6 +47,7 @@ type nodeFlags struct {
 	minRestartInterval time.Duration
 	shutdownTimeout    time.Duration
 	metricsAddr        string
+	healthAddr         string
 	log                logOptions
 	output             string
 }
@@ -210,13 +211,11 @@ rollout and everything stays, so running Kata pods are not disturbed.`,
 			if err != nil {
 				return err
 			}
-			if f.metricsAddr != "0" && f.metricsAddr != "" {
-				stop, err := serveNodeMetrics(cmd.Context(), b, f.metricsAddr)
-				if err != nil {
-					return failure(err)
-				}
-				defer stop()
+			stop, err := serveNodeEndpoints(cmd.Context(), b, f.metricsAddr, f.healthAddr)
+			if err != nil {
+				return failure(err)
 			}
+			defer stop()
 			ro := bootstrap.RunOptions{Interval: f.interval, MinRestartInterval: f.minRestartInterval, ShutdownTimeout: f.shutdownTimeout}
 			if err := b.Run(cmd.Context(), ro); err != nil {
 				return failure(err)
@@ -227,6 +226,7 @@ rollout and everything stays, so running Kata pods are not disturbed.`,
 	cmd.Flags().DurationVar(&f.interval, "interval", time.Minute, "how often to check for drift")
 	cmd.Flags().DurationVar(&f.minRestartInterval, "min-restart-interval", 5*time.Minute, "least time between two containerd restarts for repairs")
 	cmd.Flags().StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address to serve Prometheus metrics on (/metrics); 0 turns them off")
+	cmd.Flags().StringVar(&f.healthAddr, "health-probe-bind-address", ":8081", "address to serve the probes on: /healthz fails when a reconcile pass is stuck, /readyz until Kata is installed and containerd serves the kata handler; 0 turns them off")
 	cmd.Flags().DurationVar(&f.shutdownTimeout, "shutdown-timeout", 50*time.Second, "bound on the uninstall after SIGTERM when the DaemonSet no longer selects the node (keep it below terminationGracePeriodSeconds)")
 	return cmd
 }
@@ -329,23 +329,58 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
-// serveNodeMetrics serves the bootstrapper's metrics (and Go/process metrics) on addr
-// until stop is called.
-func serveNodeMetrics(ctx context.Context, b *bootstrap.Bootstrapper, addr string) (stop func(), err error) {
+// serveNodeEndpoints serves the bootstrapper's metrics (and Go/process metrics) on
+// metricsAddr and its probes on healthAddr ("0" or "" turns either off) until stop is
+// called.
+func serveNodeEndpoints(ctx context.Context, b *bootstrap.Bootstrapper, metricsAddr, healthAddr string) (stop func(), err error) {
+	var servers []*http.Server
+	stop = func() {
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		for _, srv := range servers {
+			_ = srv.Shutdown(shutdownCtx)
+		}
+	}
+	serve := func(flag, addr string, mux *http.ServeMux) error {
+		if addr == "0" || addr == "" {
+			return nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("--%s %s: %w", flag, addr, err)
+		}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, srv)
+		go func() { _ = srv.Serve(ln) }()
+		return nil
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	b.SetMetrics(bootstrap.NewMetrics(reg))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics-bind-address %s: %w", addr, err)
+	metrics := http.NewServeMux()
+	metrics.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	health := bootstrap.NewHealth()
+	b.SetHealth(health)
+	probes := http.NewServeMux()
+	probes.HandleFunc("/healthz", probe(health.Live))
+	probes.HandleFunc("/readyz", probe(health.Ready))
+	if err := serve("metrics-bind-address", metricsAddr, metrics); err != nil {
+		return nil, err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return func() {
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdownCtx)
-	}, nil
+	if err := serve("health-probe-bind-address", healthAddr, probes); err != nil {
+		stop()
+		return nil, err
+	}
+	return stop, nil
+}
+
+// probe answers 200 "ok" while check passes, else 503 with the reason.
+func probe(check func() error) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		if err := check(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	}
 }
