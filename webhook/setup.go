@@ -80,6 +80,10 @@ type Options struct {
 	// Backstop reconciles the fail-closed ValidatingAdmissionPolicy backstop from every
 	// new policy, on the leader.
 	Backstop bool
+	// BackstopOwner names the MutatingWebhookConfiguration that owns the backstop
+	// objects, so that removing isolator removes them (backstopsync.Reconciler.OwnedBy).
+	// Empty: no owner.
+	BackstopOwner string
 	// TeamPolicies reads policy ConfigMaps in every namespace: each is its namespace's
 	// team policy. Off, only Namespace's count.
 	TeamPolicies bool
@@ -138,6 +142,9 @@ func Setup(mgr manager.Manager, opts Options) (*Webhook, error) {
 			bm = backstopsync.NewMetrics(crmetrics.Registry)
 		}
 		rec := backstopsync.NewReconciler(mgr.GetClient(), ctrl.Log.WithName("backstop"), backstop.Options{Namespace: opts.Namespace}, bm)
+		if opts.BackstopOwner != "" {
+			rec.OwnedBy(mgr.GetAPIReader(), opts.BackstopOwner)
+		}
 		if err := mgr.Add(rec); err != nil {
 			return nil, err
 		}

@@ -4,6 +4,7 @@ package manifests
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -223,4 +224,75 @@ func withHostNetwork(p *corev1.Pod) *corev1.Pod                 { p.Spec.HostNet
 func withInit(p *corev1.Pod, image string) *corev1.Pod {
 	p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: image}}
 	return p
+}
+
+// TestBackstopGoesWithIsolator: the backstop the webhook creates at run time is owned by
+// isolator's MutatingWebhookConfiguration, so removing isolator's manifests (kubectl
+// delete -k, helm uninstall, a GitOps prune) makes kube-controller-manager's garbage
+// collector remove the backstop too; and a reconciler still running during the removal
+// creates nothing new.
+func TestBackstopGoesWithIsolator(t *testing.T) {
+	cp.SaveLogsOnFailure(t)
+	ctx := context.Background()
+	root := manifestsDir(t)
+	muts, _, err := harness.WebhookConfigurations(filepath.Join(root, "base"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mwc := muts[0]
+	url := "https://127.0.0.1:1/mutate-pods" // down: this test is about the backstop alone
+	mwc.Webhooks[0].ClientConfig.Service, mwc.Webhooks[0].ClientConfig.URL = nil, &url
+	mwcs := cp.Client().AdmissionregistrationV1().MutatingWebhookConfigurations()
+	created, err := mwcs.Create(ctx, mwc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mwcs.Delete(context.Background(), mwc.Name, metav1.DeleteOptions{}) })
+
+	c, err := client.New(cp.RESTConfig(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := backstopsync.NewReconciler(c, testr.New(t), backstop.Options{}, backstopsync.NewMetrics(prometheus.NewRegistry()))
+	r.OwnedBy(c, mwc.Name)
+	snap := loadSnapshot(t, filepath.Join(root, "examples", "tenant-namespaces.yaml"))
+	if err := r.Reconcile(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	vaps := cp.Client().AdmissionregistrationV1().ValidatingAdmissionPolicies()
+	bindings := cp.Client().AdmissionregistrationV1().ValidatingAdmissionPolicyBindings()
+	vap, err := vaps.Get(ctx, backstop.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	binding, err := bindings.Get(ctx, backstop.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, refs := range [][]metav1.OwnerReference{vap.OwnerReferences, binding.OwnerReferences} {
+		if len(refs) != 1 || refs[0].Kind != "MutatingWebhookConfiguration" || refs[0].Name != mwc.Name || refs[0].UID != created.UID {
+			t.Fatalf("backstop owner references = %+v, want the MutatingWebhookConfiguration %s (uid %s)", refs, mwc.Name, created.UID)
+		}
+	}
+
+	// Removing isolator: its webhook configuration goes.
+	if err := mwcs.Delete(ctx, mwc.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the garbage collector to remove the backstop", func(ctx context.Context) error {
+		if _, err := vaps.Get(ctx, backstop.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("ValidatingAdmissionPolicy %s still there (%v)", backstop.Name, err)
+		}
+		if _, err := bindings.Get(ctx, backstop.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("ValidatingAdmissionPolicyBinding %s still there (%v)", backstop.Name, err)
+		}
+		return nil
+	})
+	// A webhook replica still running while the manifests go applies nothing.
+	if err := r.Reconcile(ctx, snap); !errors.Is(err, backstopsync.ErrOwnerMissing) {
+		t.Fatalf("Reconcile without the owner = %v, want ErrOwnerMissing", err)
+	}
+	if _, err := vaps.Get(ctx, backstop.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the reconciler recreated the backstop without its owner (%v)", err)
+	}
 }

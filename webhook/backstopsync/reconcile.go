@@ -64,6 +64,11 @@ type Reconciler struct {
 	opts    backstop.Options
 	metrics *Metrics
 
+	// owner names the MutatingWebhookConfiguration that owns the backstop objects;
+	// ownerReader reads it uncached (one object, get by name).
+	owner       string
+	ownerReader client.Reader
+
 	mu      sync.Mutex
 	latest  *policy.Snapshot
 	pending bool
@@ -78,6 +83,41 @@ var (
 // NewReconciler returns a reconciler that applies through c.
 func NewReconciler(c client.Client, log logr.Logger, opts backstop.Options, m *Metrics) *Reconciler {
 	return &Reconciler{c: c, log: log, opts: opts, metrics: m, wake: make(chan struct{}, 1)}
+}
+
+// OwnedBy makes the MutatingWebhookConfiguration named name the owner of every
+// backstop object: deleting it (kubectl delete -k, helm uninstall, a GitOps prune of
+// isolator's manifests) makes the garbage collector delete the backstop too, so an
+// uninstalled isolator leaves no policy behind that still refuses pods. Owned this way,
+// and not by a pre-delete hook or a finalizer, because it works for every way of
+// removing isolator and needs nothing running at removal time. While the owner does not
+// exist the reconciler applies nothing: isolator is being removed.
+func (r *Reconciler) OwnedBy(reader client.Reader, name string) {
+	r.ownerReader, r.owner = reader, name
+}
+
+// ErrOwnerMissing is returned by Reconcile when the owning webhook configuration is gone.
+var ErrOwnerMissing = errors.New("the MutatingWebhookConfiguration that owns the backstop does not exist")
+
+// ownerReference returns the owner reference every backstop object carries, or nil
+// without an owner.
+func (r *Reconciler) ownerReference(ctx context.Context) ([]any, error) {
+	if r.owner == "" {
+		return nil, nil
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := r.ownerReader.Get(ctx, client.ObjectKey{Name: r.owner}, &mwc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("%w: %s (isolator is being uninstalled, or --backstop-owner names the wrong object); nothing applied", ErrOwnerMissing, r.owner)
+		}
+		return nil, fmt.Errorf("reading the backstop's owner, MutatingWebhookConfiguration %s: %w", r.owner, err)
+	}
+	return []any{map[string]any{
+		"apiVersion": admissionregistrationv1.SchemeGroupVersion.String(),
+		"kind":       "MutatingWebhookConfiguration",
+		"name":       mwc.Name,
+		"uid":        string(mwc.UID),
+	}}, nil
 }
 
 // Update hands the reconciler a new snapshot. It never blocks: snapshots that arrive
@@ -143,18 +183,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, snap *policy.Snapshot) error
 	if err != nil {
 		return fmt.Errorf("generating the backstop: %w", err)
 	}
+	owners, err := r.ownerReference(ctx)
+	if err != nil {
+		return err
+	}
 	want := map[string]bool{}
 	// Policies before bindings, so that a binding never points at a policy that
 	// doesn't exist yet.
 	for _, v := range vaps {
 		want["policy/"+v.Name] = true
-		if err := r.apply(ctx, v); err != nil {
+		if err := r.apply(ctx, v, owners); err != nil {
 			return fmt.Errorf("applying ValidatingAdmissionPolicy %s: %w", v.Name, err)
 		}
 	}
 	for _, b := range bindings {
 		want["binding/"+b.Name] = true
-		if err := r.apply(ctx, b); err != nil {
+		if err := r.apply(ctx, b, owners); err != nil {
 			return fmt.Errorf("applying ValidatingAdmissionPolicyBinding %s: %w", b.Name, err)
 		}
 	}
@@ -170,12 +214,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, snap *policy.Snapshot) error
 	return nil
 }
 
-func (r *Reconciler) apply(ctx context.Context, obj any) error {
+func (r *Reconciler) apply(ctx context.Context, obj any, owners []any) error {
 	m, err := backstop.Manifest(obj)
 	if err != nil {
 		return err
 	}
 	u := &unstructured.Unstructured{Object: m}
+	if owners != nil {
+		if err := unstructured.SetNestedSlice(u.Object, owners, "metadata", "ownerReferences"); err != nil {
+			return err
+		}
+	}
 	return r.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership)
 }
 

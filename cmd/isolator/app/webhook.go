@@ -40,6 +40,7 @@ type webhookOptions struct {
 	healthAddr     string
 	leaderElect    bool
 	backstop       bool
+	backstopOwner  string
 	teamPolicies   bool
 	http2          bool
 	shutdownDelay  time.Duration
@@ -120,6 +121,7 @@ Metrics are on --metrics-bind-address /metrics (docs/metrics.md).`,
 	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "elect a leader among replicas for the cluster-wide writes (backstop, self-managed certificates); every replica serves admissions")
 	fs.BoolVar(&o.teamPolicies, "team-policies", true, "read policy ConfigMaps (label isolator.dev/policy=true) in every namespace as that namespace's team policy, which can only make its pods more isolated; off, only --namespace's policies count (and the webhook needs no cluster-wide read of ConfigMaps)")
+	fs.StringVar(&o.backstopOwner, "backstop-owner", "", "name of the MutatingWebhookConfiguration that owns the backstop objects, so that removing isolator (kubectl delete -k, helm uninstall) removes the backstop too; the manifests set isolator; empty: no owner")
 	fs.BoolVar(&o.backstop, "backstop", true, "keep the fail-closed ValidatingAdmissionPolicy backstop (isolator-backstop) in step with the policy; turn off only if you apply the output of isolator policy backstop yourself (GitOps)")
 	fs.BoolVar(&o.http2, "http2", true, "offer HTTP/2 on the admission port: the apiserver keeps one multiplexed connection, and on shutdown GOAWAY tells it which requests to send again (over HTTP/1.1 a request that races the close of an idle connection fails). Turn off only where policy forbids HTTP/2; docs/operations.md")
 	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 2*time.Second, "on SIGTERM, how long to stay serving while unready so that endpoints drain")
@@ -270,7 +272,7 @@ func runWebhook(ctx context.Context, s streams, o webhookOptions) error {
 		return failure(err)
 	}
 	mgr.GetWebhookServer().Register(certs.ServingCertificatePath, certs.ServingHandler(source.Serving))
-	wh, err := webhook.Setup(mgr, webhook.Options{Namespace: o.namespace, CertLoaded: source.Loaded, Backstop: o.backstop, TeamPolicies: o.teamPolicies,
+	wh, err := webhook.Setup(mgr, webhook.Options{Namespace: o.namespace, CertLoaded: source.Loaded, Backstop: o.backstop, BackstopOwner: o.backstopOwner, TeamPolicies: o.teamPolicies,
 		Metrics: webhookMetrics, BackstopMetrics: backstopMetrics})
 	if err != nil {
 		return failure(err)
