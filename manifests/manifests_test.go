@@ -91,12 +91,16 @@ func build(t *testing.T, dir string) []runtime.Object {
 
 func TestEveryKustomizationBuilds(t *testing.T) {
 	dirs := kustomizations(t)
-	want := []string{".", "base", "monitoring", "network-policy", "node", "overlays/cert-manager", "overlays/self-signed", "runtimeclasses"}
+	want := []string{".", "base", "monitoring", "network-policy", "node", "overlays/cert-manager", "overlays/platform-isolator", "overlays/self-signed", "runtimeclasses"}
 	if !slices.Equal(dirs, want) {
 		t.Errorf("kustomizations = %v, want %v (update this test when adding one)", dirs, want)
 	}
 	for _, dir := range dirs {
 		t.Run(dir, func(t *testing.T) {
+			wantNS := "isolator-system"
+			if dir == "overlays/platform-isolator" {
+				wantNS = "platform-isolator"
+			}
 			for _, obj := range build(t, dir) {
 				m, ok := obj.(interface {
 					GetNamespace() string
@@ -105,8 +109,8 @@ func TestEveryKustomizationBuilds(t *testing.T) {
 				if !ok {
 					continue
 				}
-				if ns := m.GetNamespace(); ns != "" && ns != "isolator-system" {
-					t.Errorf("%s %s is in namespace %s, want isolator-system", obj.GetObjectKind().GroupVersionKind().Kind, m.GetName(), ns)
+				if ns := m.GetNamespace(); ns != "" && ns != wantNS {
+					t.Errorf("%s %s is in namespace %s, want %s", obj.GetObjectKind().GroupVersionKind().Kind, m.GetName(), ns, wantNS)
 				}
 			}
 		})
@@ -261,5 +265,38 @@ func TestOverlaysKeepTheSharedNames(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNamespaceIsASetting: the overlay that installs isolator into another namespace
+// leaves no reference to the default one behind, anywhere in any object (certificate
+// names, CA injection, webhook exclusions, the label guards' service accounts), and
+// names the new one in each of those places.
+func TestNamespaceIsASetting(t *testing.T) {
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	rm, err := k.Run(filesys.MakeFsOnDisk(), "overlays/platform-isolator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := rm.AsYaml()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "isolator-system") {
+			t.Errorf("line %d still names isolator-system: %s", i+1, strings.TrimSpace(line))
+		}
+	}
+	for _, want := range []string{
+		"- isolator-webhook.platform-isolator.svc\n",
+		"- isolator-webhook.platform-isolator.svc.cluster.local\n",
+		"cert-manager.io/inject-ca-from: platform-isolator/isolator-webhook\n",
+		"      - platform-isolator\n", // the pod webhook's namespaceSelector
+		`expression: '''platform-isolator'''` + "\n",
+		`"system:serviceaccount:platform-isolator:isolator-node"`,
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the build does not contain %q", want)
+		}
 	}
 }
