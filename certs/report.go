@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/isolator-dev/isolator/internal/owner"
 )
 
 // Replicas report the serving certificate they serve in one Lease each, so that the
@@ -56,7 +58,7 @@ var nonName = regexp.MustCompile(`[^a-z0-9.-]+`)
 func ReportLeaseName(identity string) string { return reportPrefix + identity }
 
 // writeReport creates or renews identity's report Lease with what it serves now.
-func writeReport(ctx context.Context, reader client.Reader, c client.Client, namespace, identity string, ttl time.Duration, s *served) error {
+func writeReport(ctx context.Context, reader client.Reader, c client.Client, namespace, identity, ownerName string, ttl time.Duration, s *served) error {
 	lease := &coordinationv1.Lease{}
 	key := types.NamespacedName{Namespace: namespace, Name: ReportLeaseName(identity)}
 	err := reader.Get(ctx, key, lease)
@@ -65,6 +67,13 @@ func writeReport(ctx context.Context, reader client.Reader, c client.Client, nam
 		return fmt.Errorf("reading report Lease %s: %w", key, err)
 	}
 	lease.Name, lease.Namespace = key.Name, key.Namespace
+	if ownerName != "" {
+		ref, err := owner.Reference(ctx, reader, ownerName)
+		if err != nil {
+			return fmt.Errorf("report Lease %s: %w", key, err)
+		}
+		owner.Set(lease, ref)
+	}
 	if lease.Labels == nil {
 		lease.Labels = map[string]string{}
 	}

@@ -19,6 +19,8 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/isolator-dev/isolator/internal/owner"
 )
 
 // CacheObjects are what self-managed mode needs in the manager's cache: the one Secret,
@@ -50,6 +52,10 @@ type Rotator struct {
 	Log       logr.Logger
 	// Resync bounds the time between two looks, whatever happens.
 	Resync time.Duration
+	// Owner names the MutatingWebhookConfiguration that owns the Secret (package
+	// owner), so that removing isolator removes its CA key too. While it does not
+	// exist nothing is written. Empty: no owner.
+	Owner string
 
 	cache    cache.Cache
 	client   client.Client
@@ -177,6 +183,13 @@ func (r *Rotator) reconcile(ctx context.Context) (time.Time, error) {
 		return now, fmt.Errorf("planning the serving certificates: %w", err)
 	}
 	m.WriteTo(sec)
+	if r.Owner != "" {
+		ref, err := owner.Reference(ctx, r.reader, r.Owner)
+		if err != nil {
+			return now, fmt.Errorf("secret %s: %w", key, err)
+		}
+		owner.Set(sec, ref)
+	}
 	switch {
 	case create:
 		err = r.client.Create(ctx, sec)

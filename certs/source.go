@@ -33,7 +33,10 @@ type SecretSource struct {
 	Identity string
 	// ReportTTL is how long a report counts without renewal; renewed every third of it.
 	ReportTTL time.Duration
-	Metrics   *Metrics
+	// Owner names the MutatingWebhookConfiguration that owns the report Lease (see
+	// Rotator.Owner). Empty: no owner.
+	Owner   string
+	Metrics *Metrics
 	Log       logr.Logger
 
 	cache  cache.Cache
@@ -149,7 +152,7 @@ func (s *SecretSource) reportLoop(ctx context.Context) {
 		if cur == nil {
 			continue
 		}
-		if err := writeReport(ctx, s.reader, s.client, s.Namespace, s.Identity, s.ReportTTL, cur); err != nil && ctx.Err() == nil {
+		if err := writeReport(ctx, s.reader, s.client, s.Namespace, s.Identity, s.Owner, s.ReportTTL, cur); err != nil && ctx.Err() == nil {
 			s.Log.Error(err, "reporting the served certificate; retrying")
 			select {
 			case s.poke <- struct{}{}:

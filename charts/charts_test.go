@@ -292,7 +292,7 @@ func TestValues(t *testing.T) {
 	t.Run("backstop off", func(t *testing.T) {
 		objs := render(t, "isolator-system", "backstop: {enabled: false}")
 		args := webhookArgs(t, objs)
-		if !slices.Contains(args, "--backstop=false") || slices.Contains(args, "--backstop-owner=isolator") {
+		if !slices.Contains(args, "--backstop=false") || slices.Contains(args, "--owner=isolator") {
 			t.Errorf("args = %v", args)
 		}
 		role := find(objs, "ClusterRole", "isolator-webhook")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/isolator-dev/isolator/backstop"
 	"github.com/isolator-dev/isolator/e2e/harness"
+	"github.com/isolator-dev/isolator/internal/owner"
 	"github.com/isolator-dev/isolator/policy"
 	"github.com/isolator-dev/isolator/webhook/backstopsync"
 )
@@ -289,8 +290,8 @@ func TestBackstopGoesWithIsolator(t *testing.T) {
 		return nil
 	})
 	// A webhook replica still running while the manifests go applies nothing.
-	if err := r.Reconcile(ctx, snap); !errors.Is(err, backstopsync.ErrOwnerMissing) {
-		t.Fatalf("Reconcile without the owner = %v, want ErrOwnerMissing", err)
+	if err := r.Reconcile(ctx, snap); !errors.Is(err, owner.ErrMissing) {
+		t.Fatalf("Reconcile without the owner = %v, want owner.ErrMissing", err)
 	}
 	if _, err := vaps.Get(ctx, backstop.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the reconciler recreated the backstop without its owner (%v)", err)

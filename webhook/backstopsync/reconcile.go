@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/isolator-dev/isolator/backstop"
+	"github.com/isolator-dev/isolator/internal/owner"
 	"github.com/isolator-dev/isolator/policy"
 )
 
@@ -86,18 +87,13 @@ func NewReconciler(c client.Client, log logr.Logger, opts backstop.Options, m *M
 }
 
 // OwnedBy makes the MutatingWebhookConfiguration named name the owner of every
-// backstop object: deleting it (kubectl delete -k, helm uninstall, a GitOps prune of
-// isolator's manifests) makes the garbage collector delete the backstop too, so an
-// uninstalled isolator leaves no policy behind that still refuses pods. Owned this way,
-// and not by a pre-delete hook or a finalizer, because it works for every way of
+// backstop object (package owner): removing isolator removes the backstop. Owned this
+// way, and not by a pre-delete hook or a finalizer, because it works for every way of
 // removing isolator and needs nothing running at removal time. While the owner does not
-// exist the reconciler applies nothing: isolator is being removed.
+// exist the reconciler applies nothing.
 func (r *Reconciler) OwnedBy(reader client.Reader, name string) {
 	r.ownerReader, r.owner = reader, name
 }
-
-// ErrOwnerMissing is returned by Reconcile when the owning webhook configuration is gone.
-var ErrOwnerMissing = errors.New("the MutatingWebhookConfiguration that owns the backstop does not exist")
 
 // ownerReference returns the owner reference every backstop object carries, or nil
 // without an owner.
@@ -105,19 +101,11 @@ func (r *Reconciler) ownerReference(ctx context.Context) ([]any, error) {
 	if r.owner == "" {
 		return nil, nil
 	}
-	var mwc admissionregistrationv1.MutatingWebhookConfiguration
-	if err := r.ownerReader.Get(ctx, client.ObjectKey{Name: r.owner}, &mwc); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("%w: %s (isolator is being uninstalled, or --backstop-owner names the wrong object); nothing applied", ErrOwnerMissing, r.owner)
-		}
-		return nil, fmt.Errorf("reading the backstop's owner, MutatingWebhookConfiguration %s: %w", r.owner, err)
+	ref, err := owner.Reference(ctx, r.ownerReader, r.owner)
+	if err != nil {
+		return nil, fmt.Errorf("the backstop: %w", err)
 	}
-	return []any{map[string]any{
-		"apiVersion": admissionregistrationv1.SchemeGroupVersion.String(),
-		"kind":       "MutatingWebhookConfiguration",
-		"name":       mwc.Name,
-		"uid":        string(mwc.UID),
-	}}, nil
+	return []any{map[string]any{"apiVersion": ref.APIVersion, "kind": ref.Kind, "name": ref.Name, "uid": string(ref.UID)}}, nil
 }
 
 // Update hands the reconciler a new snapshot. It never blocks: snapshots that arrive

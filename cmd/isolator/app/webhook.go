@@ -40,7 +40,7 @@ type webhookOptions struct {
 	healthAddr     string
 	leaderElect    bool
 	backstop       bool
-	backstopOwner  string
+	owner          string
 	teamPolicies   bool
 	http2          bool
 	shutdownDelay  time.Duration
@@ -121,7 +121,7 @@ Metrics are on --metrics-bind-address /metrics (docs/metrics.md).`,
 	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "elect a leader among replicas for the cluster-wide writes (backstop, self-managed certificates); every replica serves admissions")
 	fs.BoolVar(&o.teamPolicies, "team-policies", true, "read policy ConfigMaps (label isolator.dev/policy=true) in every namespace as that namespace's team policy, which can only make its pods more isolated; off, only --namespace's policies count (and the webhook needs no cluster-wide read of ConfigMaps)")
-	fs.StringVar(&o.backstopOwner, "backstop-owner", "", "name of the MutatingWebhookConfiguration that owns the backstop objects, so that removing isolator (kubectl delete -k, helm uninstall) removes the backstop too; the manifests set isolator; empty: no owner")
+	fs.StringVar(&o.owner, "owner", "", "name of the MutatingWebhookConfiguration that owns what the webhook creates at run time (the backstop objects; with --cert-mode=self its certificate Secret and report Leases), so that removing isolator (kubectl delete -k, helm uninstall, a GitOps prune) removes them too; nothing is written while it does not exist; the manifests and the chart set isolator; empty: no owner")
 	fs.BoolVar(&o.backstop, "backstop", true, "keep the fail-closed ValidatingAdmissionPolicy backstop (isolator-backstop) in step with the policy; turn off only if you apply the output of isolator policy backstop yourself (GitOps)")
 	fs.BoolVar(&o.http2, "http2", true, "offer HTTP/2 on the admission port: the apiserver keeps one multiplexed connection, and on shutdown GOAWAY tells it which requests to send again (over HTTP/1.1 a request that races the close of an idle connection fails). Turn off only where policy forbids HTTP/2; docs/operations.md")
 	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 2*time.Second, "on SIGTERM, how long to stay serving while unready so that endpoints drain")
@@ -181,6 +181,7 @@ func (o webhookOptions) setupSelfCerts(mgr manager.Manager, m *certs.Metrics, lo
 	identity := certs.NewIdentity(host)
 	src := certs.NewSecretSource(mgr.GetCache(), mgr.GetAPIReader(), mgr.GetClient(), o.namespace, identity, m, log.WithName("certs"))
 	src.ReportTTL = o.self.reportTTL
+	src.Owner = o.owner
 	dns, ips := certs.ServingNames(certs.ServiceName, o.namespace, o.self.extraSANs)
 	rot := certs.NewRotator(mgr.GetCache(), mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("isolator-webhook"), o.namespace, certs.Renewal{
 		DNSNames:         dns,
@@ -193,6 +194,7 @@ func (o webhookOptions) setupSelfCerts(mgr manager.Manager, m *certs.Metrics, lo
 		RetireGrace: o.self.propagationDelay + o.self.reportTTL/3,
 		Poll:        time.Second,
 	}, m, log.WithName("certs-rotator"))
+	rot.Owner = o.owner
 	if err := mgr.Add(rot); err != nil {
 		return nil, err
 	}
@@ -272,7 +274,7 @@ func runWebhook(ctx context.Context, s streams, o webhookOptions) error {
 		return failure(err)
 	}
 	mgr.GetWebhookServer().Register(certs.ServingCertificatePath, certs.ServingHandler(source.Serving))
-	wh, err := webhook.Setup(mgr, webhook.Options{Namespace: o.namespace, CertLoaded: source.Loaded, Backstop: o.backstop, BackstopOwner: o.backstopOwner, TeamPolicies: o.teamPolicies,
+	wh, err := webhook.Setup(mgr, webhook.Options{Namespace: o.namespace, CertLoaded: source.Loaded, Backstop: o.backstop, BackstopOwner: o.owner, TeamPolicies: o.teamPolicies,
 		Metrics: webhookMetrics, BackstopMetrics: backstopMetrics})
 	if err != nil {
 		return failure(err)
