@@ -37,7 +37,7 @@ type SecretSource struct {
 	// Rotator.Owner). Empty: no owner.
 	Owner   string
 	Metrics *Metrics
-	Log       logr.Logger
+	Log     logr.Logger
 
 	cache  cache.Cache
 	reader client.Reader
