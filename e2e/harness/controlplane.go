@@ -178,7 +178,7 @@ func start(ctx context.Context, opts Options) (*ControlPlane, error) {
 }
 
 func (cp *ControlPlane) run(ctx context.Context, bins map[Component]string) error {
-	ports, err := freePorts(4)
+	ports, err := FreePorts(4)
 	if err != nil {
 		return err
 	}
@@ -225,13 +225,13 @@ func checkComponents(cs []Component) ([]Component, error) {
 	return AllComponents, nil
 }
 
-// freePorts returns n distinct loopback ports that are free now. A port is only claimed
+// FreePorts returns n distinct loopback ports that are free now. A port is only claimed
 // when the server binds it, so it must not be taken in between: the kernel hands out
 // ports of its ephemeral range (ip_local_port_range) to every outgoing connection, and
 // a busy apiserver opens many. So ports are drawn at random from below that range, where
 // only a server that names its port could take one; where that range starts too low to
 // leave room, the kernel picks instead.
-func freePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) {
 	low, high := portRangeBelowEphemeral()
 	var ports []int
 	var listeners []net.Listener
@@ -382,6 +382,11 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, bin string, port, et
 		// The endpoint reconciler refuses a loopback advertise address, and nothing in the
 		// tests reaches the apiserver through the kubernetes Service.
 		"--endpoint-reconciler-type=none",
+		// Webhooks and aggregated APIs named by a Service are reached at the Service's
+		// endpoints, not its cluster IP. Nothing here routes the service range locally,
+		// so a call to a cluster IP would leave the machine; with no endpoints (there is
+		// no kubelet to run a Service's pods), such a call fails at once, locally.
+		"--enable-aggregator-routing=true",
 		fmt.Sprintf("--secure-port=%d", port),
 		"--cert-dir=" + filepath.Join(cp.workDir, "kube-apiserver"),
 		"--tls-cert-file=" + cp.pki("apiserver.crt"),

@@ -157,7 +157,7 @@ func TestSweepStaleTempDirs(t *testing.T) {
 }
 
 func TestFreePorts(t *testing.T) {
-	ports, err := freePorts(8)
+	ports, err := FreePorts(8)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,6 +65,17 @@ var (
 	buildErr  error
 )
 
+// WebhookBinary returns the binary the webhook image ships: $ISOLATOR_WEBHOOK_BIN (make
+// sets it to bin/isolator-webhook) when set, else IsolatorBinary.
+func WebhookBinary() (string, error) {
+	if p := os.Getenv("ISOLATOR_WEBHOOK_BIN"); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return IsolatorBinary()
+}
+
 // IsolatorOptions configures StartIsolator.
 type IsolatorOptions struct {
 	// Name tells several instances apart in logs; default "isolator".
@@ -104,14 +115,9 @@ type Isolator struct {
 // It runs $ISOLATOR_WEBHOOK_BIN when set (make sets it to bin/isolator-webhook, the
 // build the webhook image ships), else the full binary.
 func (cp *ControlPlane) StartIsolator(ctx context.Context, opts IsolatorOptions) (*Isolator, error) {
-	bin, err := IsolatorBinary()
+	bin, err := WebhookBinary()
 	if err != nil {
 		return nil, err
-	}
-	if p := os.Getenv("ISOLATOR_WEBHOOK_BIN"); p != "" {
-		if _, err := os.Stat(p); err == nil {
-			bin = p
-		}
 	}
 	if opts.Name == "" {
 		opts.Name = "isolator"
@@ -119,7 +125,7 @@ func (cp *ControlPlane) StartIsolator(ctx context.Context, opts IsolatorOptions)
 	if err := cp.ensureNamespace(ctx, IsolatorNamespace); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(3)
+	ports, err := FreePorts(3)
 	if err != nil {
 		return nil, err
 	}
