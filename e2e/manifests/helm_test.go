@@ -506,4 +506,3 @@ func checkLabelGuard(t *testing.T, ns string) {
 		}
 	}
 }
-
