@@ -24,11 +24,13 @@ const examplesDir = "../manifests/examples"
 // exampleFiles are the policy files under manifests/examples (pods.yaml holds pods).
 func exampleFiles(t testing.TB) []string {
 	t.Helper()
+	// The examples directory and its cluster-wide/ subdirectory.
 	files, err := filepath.Glob(filepath.Join(examplesDir, "*.yaml"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no example policies in %s: %v", examplesDir, err)
+	more, err2 := filepath.Glob(filepath.Join(examplesDir, "*", "*.yaml"))
+	if err != nil || err2 != nil || len(files) == 0 || len(more) == 0 {
+		t.Fatalf("no example policies in %s: %v %v", examplesDir, err, err2)
 	}
-	return slices.DeleteFunc(files, func(f string) bool { return filepath.Base(f) == "pods.yaml" })
+	return slices.DeleteFunc(append(files, more...), func(f string) bool { return filepath.Base(f) == "pods.yaml" })
 }
 
 func loadSnapshot(t testing.TB, files ...string) *policy.Snapshot {

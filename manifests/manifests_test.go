@@ -4,6 +4,7 @@ package manifests
 
 import (
 	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/isolator-dev/isolator/backstop"
+	"github.com/isolator-dev/isolator/policy"
 )
 
 // crdKinds are the custom resources the manifests use; the e2e tests check them
@@ -298,5 +300,70 @@ func TestNamespaceIsASetting(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the build does not contain %q", want)
 		}
+	}
+}
+
+// TestExamplesAreSafe: every example policy file stands alone (it compiles by itself,
+// with no warning, such as a label a pod author could set to leave a rule), points
+// editors at the policy schema, and says what it does to the whole cluster; and
+// applying the examples directory (kubectl apply -f manifests/examples/, which does not
+// descend into cluster-wide/) leaves an ordinary pod in an ordinary namespace out of
+// Kata.
+func TestExamplesAreSafe(t *testing.T) {
+	files, err := filepath.Glob("examples/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	more, err := filepath.Glob("examples/*/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var topLevel []policy.Source
+	n := 0
+	for _, f := range append(files, more...) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(data), policy.PolicyLabel+`: "true"`) {
+			continue // not a policy (pods.yaml)
+		}
+		n++
+		if first, _, _ := strings.Cut(string(data), "\n"); first != "# yaml-language-server: $schema="+policy.SchemaURL {
+			t.Errorf("%s: the first line is %q, want the yaml-language-server modeline naming %s", f, first, policy.SchemaURL)
+		}
+		if !strings.Contains(string(data), "\n# Cluster-wide effect: ") {
+			t.Errorf("%s: no \"# Cluster-wide effect:\" line saying what it does to the whole cluster", f)
+		}
+		srcs, errs := policy.ReadSources(f, strings.NewReader(string(data)))
+		if len(errs) > 0 {
+			t.Fatalf("%s: %v", f, errs[0])
+		}
+		snap, err := policy.Compile(srcs...)
+		if err != nil {
+			t.Errorf("%s does not compile on its own: %v", f, err)
+			continue
+		}
+		if w := snap.Warnings(); len(w) > 0 {
+			t.Errorf("%s: warnings %q", f, w)
+		}
+		if filepath.Dir(f) == "examples" {
+			topLevel = append(topLevel, srcs...)
+		}
+	}
+	if n < 7 {
+		t.Errorf("found only %d example policies", n)
+	}
+	snap, err := policy.Compile(topLevel...)
+	if err != nil {
+		t.Fatalf("the examples directory together: %v", err)
+	}
+	img, err := policy.NormalizeImage("registry.example.com/shop/app:1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := snap.Evaluate(&policy.Facts{Namespace: "shop", Images: []policy.Image{img}, ServiceAccountName: "default"})
+	if c, ok := snap.Class(d.RuntimeClass); ok && c.Sandboxed {
+		t.Errorf("with every file of manifests/examples/ applied, an ordinary pod in an ordinary namespace gets %s (%s): the directory moves the whole cluster to Kata", d.RuntimeClass, d.Reason)
 	}
 }

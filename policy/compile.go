@@ -397,10 +397,19 @@ func (s *Snapshot) compileRule(source string, r *Rule) (compiledRule, error) {
 	return c, nil
 }
 
-// imagePatternWarnings points out image patterns that are valid but likely not what
-// their author meant.
+// exclusionWarnings points out ways for pod authors to exempt their own pods from a
+// rule: an exception by pod labels or by a service account name anyone can create, and
+// a match that a pod leaves by setting or removing one of its own labels.
 func exclusionWarnings(origin string, rp *field.Path, r *Rule) []string {
 	var out []string
+	if sel := r.Match.PodSelector; sel != nil {
+		for k, e := range sel.MatchExpressions {
+			if e.Operator == metav1.LabelSelectorOpNotIn || e.Operator == metav1.LabelSelectorOpDoesNotExist {
+				at := origin + ": " + rp.Child("match", "podSelector", "matchExpressions").Index(k).String()
+				out = append(out, at+": "+string(e.Operator)+" "+e.Key+": pod authors set their pods' labels, so any pod can leave rule "+r.Name+" by setting "+e.Key+"; exempt pods with exclude by namespaces, namespaceSelector or serviceAccountNames the platform controls")
+			}
+		}
+	}
 	for j, x := range r.Exclude {
 		at := origin + ": " + rp.Child("exclude").Index(j).String()
 		switch {
@@ -413,6 +422,8 @@ func exclusionWarnings(origin string, rp *field.Path, r *Rule) []string {
 	return out
 }
 
+// imagePatternWarnings points out image patterns that are valid but likely not what
+// their author meant.
 func imagePatternWarnings(origin string, mp *field.Path, m *Match) []string {
 	var out []string
 	for _, list := range []struct {

@@ -200,6 +200,29 @@ spec:
 	}
 }
 
+// TestSelfExemptingMatchWarns: a rule a pod leaves by setting one of its own labels
+// (NotIn, DoesNotExist) is an exemption its author controls.
+func TestSelfExemptingMatchWarns(t *testing.T) {
+	warn := compile(t, "p", `apiVersion: isolator.dev/v1alpha1
+kind: RuntimePolicy
+spec:
+  runtimeClasses: [{name: kata-rc, sandboxed: true}]
+  rules:
+  - name: ci
+    runtimeClass: kata-rc
+    match:
+      podSelector:
+        matchExpressions:
+        - {key: app, operator: In, values: [runner]}
+        - {key: exempt, operator: DoesNotExist}
+        - {key: tier, operator: NotIn, values: [platform]}
+`).Warnings()
+	if len(warn) != 2 || !strings.Contains(warn[0], "spec.rules[0].match.podSelector.matchExpressions[1]: DoesNotExist exempt: pod authors set their pods' labels, so any pod can leave rule ci") ||
+		!strings.Contains(warn[1], "spec.rules[0].match.podSelector.matchExpressions[2]: NotIn tier") {
+		t.Errorf("warnings %q", warn)
+	}
+}
+
 func teamSource(t *testing.T, ns, name, doc string) Source {
 	t.Helper()
 	s := src(t, name, doc)

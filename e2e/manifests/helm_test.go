@@ -322,6 +322,16 @@ func TestHelmChart(t *testing.T) {
 				_ = cp.Client().CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 			})
 			h := newHelm(t, ns)
+			// Other tests here apply the RuntimeClasses on their own; Helm installs
+			// them as part of the release, and only on a cluster without them.
+			for _, rc := range []string{"kata-rc", "runc-rc"} {
+				if err := cp.Client().NodeV1().RuntimeClasses().Delete(ctx, rc, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+					t.Fatal(err)
+				}
+			}
+			if left := c.leftovers(t, ns); len(left) > 0 {
+				t.Fatalf("isolator objects before the install: %v", left)
+			}
 
 			// 1. Install with the defaults.
 			h.install(t, helmInstallValues)

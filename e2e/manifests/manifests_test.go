@@ -122,6 +122,13 @@ func mustApply(t *testing.T, args ...string) {
 	if _, err := cp.Kubectl(context.Background(), nil, append([]string{"apply", "--server-side"}, args...)...); err != nil {
 		t.Fatal(err)
 	}
+	// Each test leaves the shared control plane as it found it: the Helm test installs
+	// these objects as its release, which it can't do over objects left here.
+	t.Cleanup(func() {
+		if _, err := cp.Kubectl(context.Background(), nil, append([]string{"delete", "--ignore-not-found", "--wait=false"}, args...)...); err != nil {
+			t.Errorf("removing what the test applied: %v", err)
+		}
+	})
 }
 
 // eventually polls check until it returns nil, for policies that the apiserver picks up

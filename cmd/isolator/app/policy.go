@@ -24,7 +24,7 @@ A policy file may hold bare RuntimePolicy documents or policy ConfigMaps (the
 RuntimePolicy under data key policy.yaml), several per file separated by ---,
 or a List of them as kubectl get -o yaml prints it. Use - to read standard input.`,
 	}
-	cmd.AddCommand(newPolicyValidateCommand(s), newPolicyExplainCommand(s), newPolicyAuditCommand(s), newPolicyBackstopCommand(s))
+	cmd.AddCommand(newPolicyValidateCommand(s), newPolicyExplainCommand(s), newPolicyAuditCommand(s), newPolicyBackstopCommand(s), newPolicySchemaCommand(s))
 	return cmd
 }
 

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/isolator-dev/isolator/policy"
 )
 
 const (
@@ -298,5 +300,18 @@ func TestExplainUsage(t *testing.T) {
 				t.Errorf("stdout = %q, want nothing", stdout)
 			}
 		})
+	}
+}
+
+func TestSchemaCommand(t *testing.T) {
+	code, out, errOut := run(t, "", "policy", "schema")
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if out != string(policy.Schema) {
+		t.Error("isolator policy schema does not print policy.Schema")
+	}
+	if !strings.Contains(out, `"$id": "`+policy.SchemaURL+`"`) {
+		t.Errorf("the schema's $id is not %s", policy.SchemaURL)
 	}
 }
