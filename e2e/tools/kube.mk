@@ -17,8 +17,10 @@ KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION
   -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 \
   -X k8s.io/component-base/version.gitTreeState=clean
 
-.PHONY: etcd-check
-tools: etcd-check $(addprefix $(TOOLS_BIN)/,$(KUBE_TOOLS))
+.PHONY: etcd-check kube-tools
+tools: kube-tools
+# The control plane alone, what `make demo` needs.
+kube-tools: etcd-check $(addprefix $(TOOLS_BIN)/,$(KUBE_TOOLS))
 
 # Running it, not just finding it, also catches a broken install.
 etcd-check:
