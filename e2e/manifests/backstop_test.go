@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -296,4 +297,33 @@ func TestBackstopGoesWithIsolator(t *testing.T) {
 	if _, err := vaps.Get(ctx, backstop.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the reconciler recreated the backstop without its owner (%v)", err)
 	}
+
+	// isolator comes back (the configuration is created anew, with a new UID): the
+	// running reconciler's resync puts the backstop back under the new owner without a
+	// policy change, and puts it back again when someone deletes it.
+	recreated, err := mwcs.Create(ctx, mwc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Resync = 200 * time.Millisecond
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Start(runCtx) }()
+	defer func() { stop(); <-done }()
+	r.Update(snap)
+	ownedByRecreated := func(ctx context.Context) error {
+		vap, err := vaps.Get(ctx, backstop.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if refs := vap.OwnerReferences; len(refs) != 1 || refs[0].UID != recreated.UID {
+			return fmt.Errorf("owner references %+v, want uid %s", refs, recreated.UID)
+		}
+		return nil
+	}
+	eventually(t, "the backstop under the new owner", ownedByRecreated)
+	if err := vaps.Delete(ctx, backstop.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the resync to put a deleted backstop back", ownedByRecreated)
 }

@@ -33,6 +33,11 @@ const (
 	maxRetry = time.Minute
 )
 
+// DefaultResync is how often the backstop of the current snapshot is applied again
+// without a policy change: it puts back a backstop someone deleted, or one the garbage
+// collector removed because its owner was deleted and created anew.
+const DefaultResync = time.Minute
+
 // Metrics are the reconciler's metrics (docs/metrics.md).
 type Metrics struct {
 	Applies   *prometheus.CounterVec
@@ -44,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Applies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "isolator_backstop_applies_total",
-			Help: "Backstop reconciliations after a policy change, by result (success or error). After an error the previous backstop stays in force.",
+			Help: "Backstop reconciliations after a policy change and once a minute besides, by result (success or error). After an error the previous backstop stays in force.",
 		}, []string{"result"}),
 		LastApply: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "isolator_backstop_last_apply_success_timestamp_seconds",
@@ -69,6 +74,8 @@ type Reconciler struct {
 	// ownerReader reads it uncached (one object, get by name).
 	owner       string
 	ownerReader client.Reader
+	// Resync is how often the current snapshot is applied again (DefaultResync).
+	Resync time.Duration
 
 	mu      sync.Mutex
 	latest  *policy.Snapshot
@@ -83,7 +90,7 @@ var (
 
 // NewReconciler returns a reconciler that applies through c.
 func NewReconciler(c client.Client, log logr.Logger, opts backstop.Options, m *Metrics) *Reconciler {
-	return &Reconciler{c: c, log: log, opts: opts, metrics: m, wake: make(chan struct{}, 1)}
+	return &Reconciler{c: c, log: log, opts: opts, metrics: m, Resync: DefaultResync, wake: make(chan struct{}, 1)}
 }
 
 // OwnedBy makes the MutatingWebhookConfiguration named name the owner of every
@@ -129,12 +136,20 @@ func (r *Reconciler) NeedLeaderElection() bool { return true }
 func (r *Reconciler) Start(ctx context.Context) error {
 	retry := minRetry
 	var timer <-chan time.Time
+	resync := time.NewTicker(r.Resync)
+	defer resync.Stop()
 	for {
+		changed := true
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-r.wake:
 		case <-timer:
+		case <-resync.C:
+			changed = false
+			r.mu.Lock()
+			r.pending = r.pending || r.latest != nil
+			r.mu.Unlock()
 		}
 		r.mu.Lock()
 		snap, pending := r.latest, r.pending
@@ -143,7 +158,11 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		if !pending {
 			continue
 		}
-		if err := r.Reconcile(ctx, snap); err != nil {
+		log := r.log
+		if !changed {
+			log = r.log.V(1) // the periodic re-apply: quiet unless it fails
+		}
+		if err := r.reconcile(ctx, snap, log); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -167,6 +186,10 @@ func (r *Reconciler) Start(ctx context.Context) error {
 // Reconcile applies the backstop of snap once and deletes the backstop objects isolator
 // owns that it no longer generates.
 func (r *Reconciler) Reconcile(ctx context.Context, snap *policy.Snapshot) error {
+	return r.reconcile(ctx, snap, r.log)
+}
+
+func (r *Reconciler) reconcile(ctx context.Context, snap *policy.Snapshot, log logr.Logger) error {
 	vaps, bindings, err := backstop.Generate(snap, r.opts)
 	if err != nil {
 		return fmt.Errorf("generating the backstop: %w", err)
@@ -198,7 +221,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, snap *policy.Snapshot) error
 	if len(vaps) > 0 {
 		rules = vaps[0].Annotations[backstop.RulesAnnotation]
 	}
-	r.log.Info("backstop applied", "policies", len(vaps), "bindings", len(bindings), "rules", rules, "deletedStale", deleted)
+	log.Info("backstop applied", "policies", len(vaps), "bindings", len(bindings), "rules", rules, "deletedStale", deleted)
 	return nil
 }
 
