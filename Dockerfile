@@ -8,7 +8,7 @@
 # `make image` builds both (docs/install.md). By hand:
 #   docker build --target webhook --build-arg VERSION=v0.1.0 -t isolator-webhook:v0.1.0 .
 #   docker build --target node --build-arg VERSION=v0.1.0 \
-#     --build-arg KATA_VERSION=3.21.0 --build-arg KATA_SHA256=<sha256 of the tarball> \
+#     --build-arg KATA_VERSION=4.1.0 --build-arg KATA_SHA256=<sha256 of the tarball> \
 #     -t isolator-node:v0.1.0 .
 # Multi-platform builds (--platform linux/amd64,linux/arm64) cross-compile; give the
 # KATA_SHA256 of each architecture's tarball by building each platform on its own.
@@ -17,8 +17,10 @@ ARG GO_VERSION=1.26.8
 
 # The binary, cross-compiled on the build machine for the target platform.
 FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS build
-ARG TARGETOS=linux
-ARG TARGETARCH=amd64
+# No defaults: BuildKit sets both from --platform, and a default would override it (an
+# arm64 build would get amd64 code).
+ARG TARGETOS
+ARG TARGETARCH
 ARG VERSION=dev
 ARG COMMIT=unknown
 WORKDIR /src
@@ -35,17 +37,20 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
     CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -tags webhookonly -ldflags "$ldflags" -o /out/isolator-webhook ./cmd/isolator
 
 # The Kata static release for the target architecture, checked before it is unpacked.
-# It keeps the release's layout, ./opt/kata/{bin,libexec,share}, which is what
+# Since Kata 4.0 the Go runtime (containerd-shim-kata-v2 and kata-runtime, which isolator
+# checks the node with, with QEMU and its guest images) ships as
+# kata-go-static-<version>-<arch>.tar.zst; kata-static-* holds the Rust runtime. It keeps
+# the release's layout, ./opt/kata/{bin,libexec,share}, which is what
 # `isolator node run --artifacts /opt/isolator/kata` installs on the node.
 FROM --platform=$BUILDPLATFORM debian:bookworm-slim AS kata
-ARG TARGETARCH=amd64
-ARG KATA_VERSION=3.21.0
+ARG TARGETARCH
+ARG KATA_VERSION=4.1.0
 ARG KATA_SHA256=
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl xz-utils \
+ && apt-get install -y --no-install-recommends ca-certificates curl zstd \
  && rm -rf /var/lib/apt/lists/*
 RUN set -eu; \
-    file="kata-static-${KATA_VERSION}-${TARGETARCH}.tar.xz"; \
+    file="kata-go-static-${KATA_VERSION}-${TARGETARCH}.tar.zst"; \
     if [ -z "${KATA_SHA256}" ]; then \
       echo "KATA_SHA256 is required: the sha256 of ${file} from the Kata ${KATA_VERSION} release" >&2; exit 1; \
     fi; \
@@ -53,8 +58,9 @@ RUN set -eu; \
       "https://github.com/kata-containers/kata-containers/releases/download/${KATA_VERSION}/${file}"; \
     echo "${KATA_SHA256}  /tmp/${file}" | sha256sum -c -; \
     mkdir -p /opt/isolator/kata; \
-    tar -xJf "/tmp/${file}" -C /opt/isolator/kata --no-same-owner; \
+    tar --zstd -xf "/tmp/${file}" -C /opt/isolator/kata --no-same-owner; \
     test -x /opt/isolator/kata/opt/kata/bin/containerd-shim-kata-v2; \
+    test -x /opt/isolator/kata/opt/kata/bin/kata-runtime; \
     rm "/tmp/${file}"
 
 # The node bootstrapper runs as root: it writes containerd's configuration and the Kata

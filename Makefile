@@ -105,11 +105,11 @@ fuzz: ## Run every fuzz target in the module for FUZZTIME (default 60s) each
 DOCKER       ?= docker
 IMAGE_PREFIX ?= isolator
 IMAGE_TAG    ?= $(VERSION)
-KATA_VERSION ?= 3.21.0
+KATA_VERSION ?= 4.1.0
 KATA_SHA256  ?=
 
 image: ## Build the webhook and node images (docker; KATA_SHA256=... required)
-	@test -n "$(KATA_SHA256)" || { echo "image: set KATA_SHA256 to the sha256 of kata-static-$(KATA_VERSION)-<arch>.tar.xz" >&2; exit 2; }
+	@test -n "$(KATA_SHA256)" || { echo "image: set KATA_SHA256 to the sha256 of kata-go-static-$(KATA_VERSION)-<arch>.tar.zst (from the Kata release page)" >&2; exit 2; }
 	$(DOCKER) build --target webhook --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) \
 	  -t $(IMAGE_PREFIX)-webhook:$(IMAGE_TAG) .
 	$(DOCKER) build --target node --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) \

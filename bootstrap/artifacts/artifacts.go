@@ -34,6 +34,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 
 	"github.com/isolator-dev/isolator/bootstrap/hostexec"
@@ -52,7 +53,7 @@ const (
 	checkTimeout = 2 * time.Minute
 )
 
-var tarballName = regexp.MustCompile(`^kata-static-(.+)-(amd64|arm64|s390x|ppc64le|x86_64|aarch64)\.tar(\.xz|\.gz)?$`)
+var tarballName = regexp.MustCompile(`^kata-(?:go-)?static-(.+)-(amd64|arm64|s390x|ppc64le|x86_64|aarch64)\.tar(\.zst|\.xz|\.gz)?$`)
 
 // Installer installs artifacts under a host root.
 type Installer struct {
@@ -369,7 +370,7 @@ func extract(src, dst string) (string, error) {
 	}
 	m := tarballName.FindStringSubmatch(filepath.Base(src))
 	if m == nil {
-		return "", fmt.Errorf("file name must be kata-static-<version>-<arch>.tar.xz (or a directory holding ./opt/kata)")
+		return "", fmt.Errorf("file name must be kata-go-static-<version>-<arch>.tar.zst (Kata 4 and later) or kata-static-<version>-<arch>.tar.zst (3.21 and later), .tar.xz or .tar.gz, or a directory holding ./opt/kata")
 	}
 	f, err := os.Open(src)
 	if err != nil {
@@ -378,6 +379,15 @@ func extract(src, dst string) (string, error) {
 	defer f.Close()
 	var r io.Reader = bufio.NewReader(f)
 	switch m[3] {
+	case ".zst":
+		// Kata's own releases since 3.21.0. A window of 64 MiB bounds the decoder's
+		// memory whatever the frame header claims.
+		zr, err := zstd.NewReader(r, zstd.WithDecoderMaxWindow(64<<20), zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return "", fmt.Errorf("zstd: %w", err)
+		}
+		defer zr.Close()
+		r = zr
 	case ".xz":
 		if r, err = xz.NewReader(r); err != nil {
 			return "", fmt.Errorf("xz: %w", err)
@@ -387,7 +397,13 @@ func extract(src, dst string) (string, error) {
 			return "", fmt.Errorf("gzip: %w", err)
 		}
 	}
-	return m[1], untar(r, dst)
+	if err := untar(r, dst); err != nil {
+		if m[3] != "" {
+			return "", fmt.Errorf("reading the %s-compressed tarball: %w", map[string]string{".zst": "zstd", ".xz": "xz", ".gz": "gzip"}[m[3]], err)
+		}
+		return "", err
+	}
+	return m[1], nil
 }
 
 // untar extracts the ./opt/kata part of a kata-static tarball into dst.

@@ -29,6 +29,28 @@ func TestStageActivateVerify(t *testing.T) {
 			wantIDPfx: "3.2.0-",
 		},
 		{
+			name: "tarball of Kata before 3.21 (xz)",
+			source: func(t *testing.T, r fakekata.Release) string {
+				p, err := r.WriteTarballAs(t.TempDir(), "xz")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return p
+			},
+			wantIDPfx: "3.2.0-",
+		},
+		{
+			name: "tarball (gz)",
+			source: func(t *testing.T, r fakekata.Release) string {
+				p, err := r.WriteTarballAs(t.TempDir(), "gz")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return p
+			},
+			wantIDPfx: "3.2.0-",
+		},
+		{
 			name: "directory",
 			source: func(t *testing.T, r fakekata.Release) string {
 				p, err := r.WriteDir(t.TempDir())
@@ -178,7 +200,7 @@ func TestStageErrors(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "kata.tar")
 			_ = os.WriteFile(p, []byte("x"), 0o644)
 			return p
-		}, "kata-static-<version>-<arch>.tar.xz"},
+		}, "kata-go-static-<version>-<arch>.tar.zst (Kata 4 and later)"},
 		{"directory without opt/kata", func(t *testing.T, _ string) string { return t.TempDir() }, "./opt/kata/bin"},
 		{"foreign /opt/kata", func(t *testing.T, host string) string { // a manual Kata install
 			_ = os.MkdirAll(filepath.Join(host, "opt", "kata", "bin"), 0o755)
@@ -190,6 +212,11 @@ func TestStageErrors(t *testing.T) {
 			_ = os.WriteFile(p, []byte("not xz"), 0o644)
 			return p
 		}, "xz"},
+		{"corrupt zst", func(t *testing.T, _ string) string {
+			p := filepath.Join(t.TempDir(), "kata-static-3.21.0-amd64.tar.zst")
+			_ = os.WriteFile(p, []byte("not zstd at all"), 0o644)
+			return p
+		}, "zstd"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

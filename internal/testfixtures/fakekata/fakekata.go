@@ -1,16 +1,19 @@
 // Package fakekata builds a stand-in for the Kata Containers static release, laid out
-// exactly like kata-static-<version>-<arch>.tar.xz (./opt/kata/{bin,libexec,share}).
+// exactly like kata-static-<version>-<arch>.tar.zst (./opt/kata/{bin,libexec,share}).
 // Kata itself cannot run on machines without KVM, so the binaries are small scripts:
 // this package is the thin seam that stands for the Kata VM in isolator's tests.
 package fakekata
 
 import (
 	"archive/tar"
+	"compress/gzip"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 )
 
@@ -51,15 +54,30 @@ func (Release) Symlinks() map[string]string {
 	return map[string]string{"share/kata-containers/vmlinux.container": "vmlinux-6.1.62-fake"}
 }
 
-// WriteTarball writes kata-static-<version>-amd64.tar.xz into dir and returns its path.
-func (r Release) WriteTarball(dir string) (string, error) {
-	p := filepath.Join(dir, fmt.Sprintf("kata-static-%s-amd64.tar.xz", r.Version))
+// WriteTarball writes kata-static-<version>-amd64.tar.zst into dir, compressed as
+// Kata's releases are since 3.21.0, and returns its path.
+func (r Release) WriteTarball(dir string) (string, error) { return r.WriteTarballAs(dir, "zst") }
+
+// WriteTarballAs writes kata-static-<version>-amd64.tar.<ext> into dir, ext being zst,
+// xz (Kata's releases before 3.21.0) or gz, and returns its path.
+func (r Release) WriteTarballAs(dir, ext string) (string, error) {
+	p := filepath.Join(dir, fmt.Sprintf("kata-static-%s-amd64.tar.%s", r.Version, ext))
 	f, err := os.Create(p)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	xw, err := xz.NewWriter(f)
+	var xw io.WriteCloser
+	switch ext {
+	case "zst":
+		xw, err = zstd.NewWriter(f)
+	case "xz":
+		xw, err = xz.NewWriter(f)
+	case "gz":
+		xw = gzip.NewWriter(f)
+	default:
+		err = fmt.Errorf("no compression %q", ext)
+	}
 	if err != nil {
 		return "", err
 	}
