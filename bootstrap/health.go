@@ -66,7 +66,7 @@ func (h *Health) Ready() error {
 	case h.passes == 0:
 		return fmt.Errorf("installing: the first pass has not finished")
 	case h.lastErr != nil:
-		return fmt.Errorf("Kata is not ready on this node: %w", h.lastErr)
+		return fmt.Errorf("not ready for Kata: %w", h.lastErr)
 	}
 	return nil
 }

@@ -177,7 +177,6 @@ const (
 )
 
 var (
-	defenceOf    = harness.DefenceOf
 	refusedBy    = harness.RefusedBy
 	admittedWith = harness.AdmittedWith
 )

@@ -185,11 +185,11 @@ func TestBackstopAgrees(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := create(ctx, pod("tenant-a", "down", "quay.io/acme/x:1", ""))
+	_, err = create(ctx, pod("tenant-a", "down", "quay.io/acme/x:1", ""))
 	harness.RefusedBy(t, "tenant-a quay.io pod, no class", err, harness.ByBackstop, "isolator team rule tenant-a/team/quay-images", "must run in runtime class kata-rc")
 	_, err = create(ctx, pod("tenant-a", "down", "quay.io/acme/x:1", "runc-rc"))
 	harness.RefusedBy(t, "tenant-a quay.io pod naming runc-rc", err, harness.ByBackstop, "isolator team rule tenant-a/team/quay-images")
-	got, err = create(ctx, pod("tenant-a", "down", "quay.io/acme/x:1", "kata-clh"))
+	got, err := create(ctx, pod("tenant-a", "down", "quay.io/acme/x:1", "kata-clh"))
 	harness.AdmittedWith(t, "tenant-a quay.io pod naming kata-clh", got, err, "kata-clh")
 	got, err = create(ctx, pod("tenant-b", "down", "quay.io/acme/x:1", ""))
 	harness.AdmittedWith(t, "tenant-b quay.io pod", got, err, "")

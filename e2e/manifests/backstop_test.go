@@ -282,11 +282,15 @@ func TestBackstopGoesWithIsolator(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the garbage collector to remove the backstop", func(ctx context.Context) error {
-		if _, err := vaps.Get(ctx, backstop.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("ValidatingAdmissionPolicy %s still there (%v)", backstop.Name, err)
+		if _, err := vaps.Get(ctx, backstop.Name, metav1.GetOptions{}); err == nil {
+			return fmt.Errorf("ValidatingAdmissionPolicy %s still there", backstop.Name)
+		} else if !apierrors.IsNotFound(err) {
+			return err
 		}
-		if _, err := bindings.Get(ctx, backstop.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("ValidatingAdmissionPolicyBinding %s still there (%v)", backstop.Name, err)
+		if _, err := bindings.Get(ctx, backstop.Name, metav1.GetOptions{}); err == nil {
+			return fmt.Errorf("ValidatingAdmissionPolicyBinding %s still there", backstop.Name)
+		} else if !apierrors.IsNotFound(err) {
+			return err
 		}
 		return nil
 	})
@@ -309,7 +313,12 @@ func TestBackstopGoesWithIsolator(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Start(runCtx) }()
-	defer func() { stop(); <-done }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("reconciler: %v", err)
+		}
+	}()
 	r.Update(snap)
 	ownedByRecreated := func(ctx context.Context) error {
 		vap, err := vaps.Get(ctx, backstop.Name, metav1.GetOptions{})

@@ -190,8 +190,11 @@ func setBackstop(ctx context.Context, e *env, on bool) error {
 		return err
 	}
 	vaps, bindings, err := backstop.Generate(snap, backstop.Options{Namespace: harness.IsolatorNamespace})
-	if err != nil || len(vaps) != 1 {
-		return fmt.Errorf("generating the backstop: %d policies, %v", len(vaps), err)
+	if err != nil {
+		return fmt.Errorf("generating the backstop: %w", err)
+	}
+	if len(vaps) != 1 {
+		return fmt.Errorf("generating the backstop: %d policies, want 1", len(vaps))
 	}
 	bindings[0].Spec.MatchResources.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{setupLabel: "isolator"}}
 	vap, err := api.ValidatingAdmissionPolicies().Create(ctx, vaps[0], metav1.CreateOptions{})

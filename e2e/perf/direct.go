@@ -210,15 +210,15 @@ func checkReview(ctx context.Context, client *http.Client, url string, body []by
 	}
 	classOps, annotated := 0, false
 	for _, op := range ops {
-		switch {
-		case op.Path == "/spec/runtimeClassName":
+		switch op.Path {
+		case "/spec/runtimeClassName":
 			classOps++
 			if string(op.Value) != `"`+class+`"` {
 				return nil, fmt.Errorf("the webhook set runtimeClassName %s, want %s", op.Value, class)
 			}
-		case op.Path == "/metadata/annotations":
+		case "/metadata/annotations":
 			annotated = bytes.Contains(op.Value, []byte(`"isolator.dev/runtime-class":"`+class+`"`))
-		case op.Path == "/metadata/annotations/isolator.dev~1runtime-class":
+		case "/metadata/annotations/isolator.dev~1runtime-class":
 			annotated = string(op.Value) == `"`+class+`"`
 		}
 	}
