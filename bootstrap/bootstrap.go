@@ -45,6 +45,13 @@ type Options struct {
 	// kata-runtime check. Without it, such a release is refused: the check is one of
 	// the proofs the node can run Kata.
 	SkipKataCheck bool
+	// SkipSandboxCheck labels the node once containerd serves the kata handler, without
+	// first starting a throwaway pod sandbox with it. Without it, the node is labelled
+	// only after such a sandbox has started (cri.TrySandbox).
+	SkipSandboxCheck bool
+	// SandboxTimeout bounds that sandbox's start (default 2 minutes: a VM boot, and the
+	// pause image's pull on a node that has none yet).
+	SandboxTimeout time.Duration
 	// Node updates the Node object; nil runs without a cluster.
 	Node *nodestate.Node
 	// VerifyTimeout bounds the wait for containerd to serve the kata handler.
@@ -87,6 +94,9 @@ type Report struct {
 	// Artifacts is the active Kata version directory.
 	Artifacts string
 	DropIn    string
+	// SandboxStarted is how long the throwaway kata pod sandbox took to start, stop and
+	// go; zero when no sandbox was tried.
+	SandboxStarted time.Duration
 	// Ready is true when the node was labelled isolator.dev/kata-runtime=true.
 	Ready bool
 }
@@ -120,6 +130,9 @@ func New(opts Options) *Bootstrapper {
 	}
 	if opts.VerifyTimeout == 0 {
 		opts.VerifyTimeout = 2 * time.Minute
+	}
+	if opts.SandboxTimeout == 0 {
+		opts.SandboxTimeout = 2 * time.Minute
 	}
 	if opts.Restarter == nil {
 		opts.Restarter = restart.None{}

@@ -2,6 +2,7 @@ package bootstrap
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,4 +42,18 @@ func TestHealth(t *testing.T) {
 	var none *Health
 	none.passStarted() // a bootstrapper without probes
 	none.passDone(nil)
+}
+
+func TestRetryAfterBacksOff(t *testing.T) {
+	var got []time.Duration
+	for n := 1; n <= 6; n++ {
+		got = append(got, retryAfter(n, time.Minute))
+	}
+	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, time.Minute, time.Minute}
+	if !slices.Equal(got, want) {
+		t.Errorf("retryAfter(1..6, 1m) = %v, want %v", got, want)
+	}
+	if got := retryAfter(1, 300*time.Millisecond); got != 300*time.Millisecond {
+		t.Errorf("retryAfter(1, 300ms) = %v, want the interval", got)
+	}
 }

@@ -57,6 +57,7 @@ func (b *Bootstrapper) install(ctx context.Context) (*Report, error) {
 		in.saveState,       // StepStateSaved: what to undo, before doing it
 		in.writeConfig,     // StepDropInWritten, StepMainWritten; restored on failure
 		in.restartIfNeeded, // StepRestarted, StepVerified; rolled back on failure
+		in.trySandbox,      // a throwaway kata pod sandbox starts; else no label
 		in.finish,          // forget the rollback data, prune, label ready, untaint
 	} {
 		if err := step(ctx); err != nil {
@@ -249,6 +250,36 @@ func (in *install) restartIfNeeded(ctx context.Context) error {
 		in.log.Info("containerd restarted and serves the kata handler", "restart", in.opts.Restarter.Describe(), "downtimeMs", down.Milliseconds())
 	}
 	in.step(StepVerified)
+	return nil
+}
+
+// trySandbox starts a throwaway pod sandbox with the kata handler before the node is
+// labelled: a node where containerd lists the handler but no VM can start (nested
+// virtualisation off, no vhost-vsock, a broken guest image) passes every earlier step,
+// and its kata-rc pods would hang in ContainerCreating. On failure the install stays
+// as it is (containerd keeps serving the handler; uninstall still takes it back), the
+// label stays false, an Event carries containerd's error, and `run` tries again.
+// Nothing is started when the node is already labelled and this run changed nothing.
+func (in *install) trySandbox(ctx context.Context) error {
+	if in.opts.SkipSandboxCheck {
+		in.log.Info("sandbox check skipped (--skip-sandbox-check)")
+		return nil
+	}
+	if !in.rep.Changed && !in.rep.Restarted && in.currentLabel(ctx) == "true" {
+		return nil
+	}
+	start := time.Now()
+	err := cri.TrySandbox(ctx, in.endpoint, containerd.HandlerKata, in.opts.SandboxTimeout)
+	in.metrics.sandboxCheck(err, time.Since(start))
+	if err != nil {
+		msg := fmt.Sprintf("containerd serves the kata handler, but a pod sandbox with it did not start, so the node stays unlabelled: %v", err)
+		in.log.Error(err, "kata sandbox check failed; the node stays unlabelled")
+		in.setLabel(ctx, "false")
+		in.event(ctx, corev1.EventTypeWarning, nodestate.ReasonSandboxFailed, msg)
+		return fmt.Errorf("%w: %s", ErrSandboxFailed, msg)
+	}
+	in.rep.SandboxStarted = time.Since(start)
+	in.log.Info("a kata pod sandbox started and was removed", "tookMs", in.rep.SandboxStarted.Milliseconds())
 	return nil
 }
 

@@ -17,6 +17,8 @@ type Metrics struct {
 	downtime   prometheus.Histogram
 	repairs    prometheus.Counter
 	uninstalls *prometheus.CounterVec
+	sandboxes  *prometheus.CounterVec
+	sandboxDur prometheus.Histogram
 }
 
 // NewMetrics registers the metrics with reg.
@@ -47,8 +49,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "isolator_node_uninstall_total",
 			Help: "Uninstall runs, by result (success, failure).",
 		}, []string{"result"}),
+		sandboxes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "isolator_node_sandbox_checks_total",
+			Help: "Throwaway pod sandboxes started with the kata handler before labelling the node, by result (success, failure).",
+		}, []string{"result"}),
+		sandboxDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "isolator_node_sandbox_check_seconds",
+			Help:    "Time to start, stop and remove the throwaway kata pod sandbox, successful or not.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120},
+		}),
 	}
-	reg.MustRegister(m.installs, m.ready, m.restarts, m.downtime, m.repairs, m.uninstalls)
+	reg.MustRegister(m.installs, m.ready, m.restarts, m.downtime, m.repairs, m.uninstalls, m.sandboxes, m.sandboxDur)
 	return m
 }
 
@@ -80,6 +91,14 @@ func (m *Metrics) restart(reason string, down time.Duration) {
 	}
 	m.restarts.WithLabelValues(reason).Inc()
 	m.downtime.Observe(down.Seconds())
+}
+
+func (m *Metrics) sandboxCheck(err error, took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.sandboxes.WithLabelValues(result(err)).Inc()
+	m.sandboxDur.Observe(took.Seconds())
 }
 
 func (m *Metrics) repaired() {

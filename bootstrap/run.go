@@ -38,19 +38,40 @@ func (b *Bootstrapper) Run(ctx context.Context, ro RunOptions) error {
 	b.allowRestart = func() bool {
 		return lastRestart.IsZero() || time.Since(lastRestart) >= ro.MinRestartInterval
 	}
+	failures := 0
 	for {
 		b.health.passStarted()
 		err := b.reconcile(ctx, &lastRestart)
-		if err != nil && ctx.Err() == nil {
-			b.log.Error(err, "reconcile failed; retrying at the next interval", "interval", ro.Interval)
+		wait := ro.Interval
+		if err != nil {
+			failures++
+			wait = retryAfter(failures, ro.Interval)
+			if ctx.Err() == nil {
+				b.log.Error(err, "reconcile failed; retrying", "in", wait, "failures", failures)
+			}
+		} else {
+			failures = 0
 		}
 		b.health.passDone(err)
 		select {
 		case <-ctx.Done():
 			return b.shutdown(ro.ShutdownTimeout)
-		case <-time.After(ro.Interval):
+		case <-time.After(wait):
 		}
 	}
+}
+
+// firstRetry is the wait after a first failed pass; it doubles with each further
+// failure, up to the interval.
+const firstRetry = 5 * time.Second
+
+// retryAfter is the wait before the next pass after the n-th failure in a row.
+func retryAfter(n int, interval time.Duration) time.Duration {
+	wait := firstRetry
+	for i := 1; i < n && wait < interval; i++ {
+		wait *= 2
+	}
+	return min(wait, interval)
 }
 
 // reconcile repairs whatever differs from a verified install.

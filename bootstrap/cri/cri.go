@@ -127,3 +127,77 @@ func poll(ctx context.Context, endpoint string, timeout time.Duration, what stri
 		}
 	}
 }
+
+// SandboxLabel marks the throwaway pod sandboxes TrySandbox starts, so that one left
+// behind by a process killed halfway is found and removed by the next try.
+const SandboxLabel = "isolator.dev/sandbox-check"
+
+// cleanupTimeout bounds stopping and removing a sandbox, even after ctx has ended.
+const cleanupTimeout = 30 * time.Second
+
+// TrySandbox proves that handler really starts pods: it runs a throwaway pod sandbox
+// with it over CRI, exactly as the kubelet starts a pod's sandbox (pod network, the
+// node's pause image), then stops and removes it. With Kata that boots a VM, so a node
+// where the handler is configured but no VM can start (nested virtualisation off, no
+// vhost-vsock, a broken guest image) fails here rather than leaving pods in
+// ContainerCreating. The sandbox is always stopped and removed, also on failure and
+// when ctx ends; timeout bounds the start (which may include pulling the pause image).
+// The error carries containerd's own message.
+func TrySandbox(ctx context.Context, endpoint, handler string, timeout time.Duration) (err error) {
+	ctx = klog.NewContext(ctx, logr.Discard())
+	// cri-client bounds each call by its connection timeout (RunPodSandbox by twice
+	// that); ctx bounds the whole try.
+	svc, err := remote.NewRemoteRuntimeServiceBuilder().
+		WithEndpoint(endpoint).
+		WithConnectionTimeout(timeout).
+		Build(ctx)
+	if err != nil {
+		return fmt.Errorf("connect to CRI at %s: %w", endpoint, err)
+	}
+	defer func() { _ = svc.Close(ctx) }()
+	cleanup := func(id string) error {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if err := svc.StopPodSandbox(cctx, id); err != nil {
+			return fmt.Errorf("stop sandbox %s: %w", id, err)
+		}
+		if err := svc.RemovePodSandbox(cctx, id); err != nil {
+			return fmt.Errorf("remove sandbox %s: %w", id, err)
+		}
+		return nil
+	}
+	// A sandbox of an earlier try, left by a process killed before its cleanup.
+	old, err := svc.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{SandboxLabel: "true"}})
+	if err != nil {
+		return fmt.Errorf("list sandboxes at %s: %w", endpoint, err)
+	}
+	for _, s := range old {
+		if err := cleanup(s.GetId()); err != nil {
+			return fmt.Errorf("remove the sandbox an earlier check left: %w", err)
+		}
+	}
+	uid := fmt.Sprintf("isolator-%d", time.Now().UnixNano())
+	config := &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: "isolator-sandbox-check", Namespace: "isolator-sandbox-check", Uid: uid},
+		Hostname: "isolator-sandbox-check",
+		Labels:   map[string]string{SandboxLabel: "true"},
+		Linux: &runtimeapi.LinuxPodSandboxConfig{
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+				// Kata runs no sandbox in the host's network namespace: a pod network, as
+				// every kata-rc pod has.
+				NamespaceOptions: &runtimeapi.NamespaceOption{
+					Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_POD, Ipc: runtimeapi.NamespaceMode_POD,
+				},
+			},
+		},
+	}
+	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	id, err := svc.RunPodSandbox(runCtx, config, handler)
+	if err != nil {
+		// containerd removes a sandbox it could not start; one that it still lists goes
+		// with the next try.
+		return fmt.Errorf("start a pod sandbox with the %s handler: %w", handler, err)
+	}
+	return cleanup(id)
+}

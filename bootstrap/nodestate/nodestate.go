@@ -38,6 +38,7 @@ const (
 	ReasonFailed        = "KataInstallFailed"
 	ReasonRolledBack    = "KataRolledBack"
 	ReasonNoKVM         = "KataHostUnsupported"
+	ReasonSandboxFailed = "KataSandboxFailed"
 	ReasonDrift         = "KataDriftRepaired"
 	ReasonUninstalled   = "KataUninstalled"
 	ReasonKeptOnRollout = "KataKeptOnRollout"

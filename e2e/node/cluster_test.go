@@ -478,7 +478,7 @@ func (b *syncBuffer) String() string {
 }
 
 // startRun starts `isolator node run` in the host's namespace.
-func (h *host) startRun(t *testing.T, c *cluster, node string) *runProcess {
+func (h *host) startRun(t *testing.T, c *cluster, node string, extra ...string) *runProcess {
 	t.Helper()
 	var addrs []string
 	for range 2 {
@@ -490,10 +490,10 @@ func (h *host) startRun(t *testing.T, c *cluster, node string) *runProcess {
 		_ = ln.Close()
 	}
 	addr, probes := addrs[0], addrs[1]
-	cmd := h.command(context.Background(), isolatorBin, "node", "run", "--restart", "signal", "--cri-endpoint", h.endpoint(),
-		"--state-dir", "/opt/isolator-state", "--kvm-device", h.kvm, "--containerd-binary", h.containerd,
-		"--artifacts", h.tarball, "--node-name", node, "--kubeconfig", c.kubeconfig,
+	args := append([]string{"node", "run"}, h.defaultFlags()...)
+	args = append(args, "--artifacts", h.tarball, "--node-name", node, "--kubeconfig", c.kubeconfig,
 		"--interval", "300ms", "--min-restart-interval", "0s", "--metrics-bind-address", addr, "--health-probe-bind-address", probes)
+	cmd := h.command(context.Background(), isolatorBin, append(args, extra...)...)
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {

@@ -145,6 +145,9 @@ type host struct {
 	// runDir, when set, is bound over /run for isolator (not containerd): the systemd
 	// test puts its D-Bus socket there.
 	runDir string
+	// netns, when set, is the network namespace containerd runs in (a pod host's; see
+	// newPodHost). isolator stays in the test's own, where the apiserver listens.
+	netns string
 }
 
 func newHost(t *testing.T, rt runtimeSpec) *host {
@@ -191,6 +194,11 @@ func (h *host) command(ctx context.Context, name string, args ...string) *exec.C
 // commandWithRun is command with runDir bound over /run as well, when not empty.
 func (h *host) commandWithRun(ctx context.Context, runDir, name string, args ...string) *exec.Cmd {
 	script := fmt.Sprintf("mount --bind %s /etc/containerd && mount --bind %s /opt && exec \"$@\"", h.etc, h.opt)
+	if runDir == "" && h.netns != "" {
+		// A pod host's shims keep their sockets, and runc its state, under /run/containerd.
+		runDir = h.podRun()
+	}
+
 	if runDir != "" {
 		script = fmt.Sprintf("mount --bind %s /run && %s", runDir, script)
 	}
@@ -256,6 +264,9 @@ func (h *host) startContainerd(failWhen func() bool) {
 	}
 }
 
+// podRun is the pod host's /run.
+func (h *host) podRun() string { return filepath.Join(h.dir, "run") }
+
 func (h *host) endpoint() string { return "unix://" + h.sock }
 
 // supervisor is the test's stand-in for systemd: it runs containerd and starts it again
@@ -289,6 +300,9 @@ func (s *supervisor) loop() {
 			args = append(args, "--isolator-e2e-fail-to-start")
 		}
 		cmd := s.h.command(context.Background(), s.h.containerd, args...)
+		if s.h.netns != "" {
+			cmd = exec.Command("nsenter", append([]string{"--net=" + s.h.netns, "--"}, cmd.Args...)...)
+		}
 		cmd.Stdout, cmd.Stderr = logf, logf
 		s.mu.Lock()
 		select {
@@ -374,8 +388,7 @@ func (r result) downtime() time.Duration {
 func (h *host) isolator(env []string, args ...string) result {
 	h.t.Helper()
 	// The test's own flags come after these defaults, so a test can override them.
-	full := []string{"node", args[0], "--restart", "signal", "--cri-endpoint", h.endpoint(), "--state-dir", "/opt/isolator-state",
-		"--kvm-device", h.kvm, "--containerd-binary", h.containerd, "--verify-timeout", "20s"}
+	full := append([]string{"node", args[0]}, h.defaultFlags()...)
 	full = append(full, args[1:]...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -397,6 +410,16 @@ func (h *host) isolator(env []string, args ...string) result {
 		h.t.Fatalf("run isolator: %v", err)
 	}
 	return r
+}
+
+// defaultFlags are the node flags every run on this host gets. The hosts of most
+// tests have no pod network and no pause image, so no pod sandbox can start there
+// whatever the shim: they skip the sandbox check, and pod hosts (newPodHost, in
+// sandbox_test.go) turn it back on.
+func (h *host) defaultFlags() []string {
+	return []string{"--restart", "signal", "--cri-endpoint", h.endpoint(), "--state-dir", "/opt/isolator-state",
+		"--kvm-device", h.kvm, "--containerd-binary", h.containerd, "--verify-timeout", "20s",
+		"--skip-sandbox-check=" + strconv.FormatBool(h.netns == "")}
 }
 
 // mustIsolator runs isolator and fails the test unless it exits 0.

@@ -1,12 +1,28 @@
 # containerd 2.x for the node bootstrapper's e2e tests (containerd 1.6 comes from Debian).
 # Built from the github.com/containerd/containerd/v2 module pinned in
-# e2e/tools/containerd/go.mod; only cmd/containerd is needed to serve CRI Status, so no
-# shim is built. The binary is $(TOOLS_BIN)/containerd2; it is rebuilt when go.mod changes.
-CONTAINERD2_BIN := $(TOOLS_BIN)/containerd2
+# e2e/tools/containerd/go.mod, into $(TOOLS_BIN), rebuilt when go.mod changes:
+#   containerd2                      cmd/containerd
+#   ctr2                             cmd/ctr, to import the test images (the pause image)
+#   containerd-shim-kata-standin     e2e/tools/containerd/kata-standin: containerd's runc
+#                                    shim standing for Kata's shim, where no VM can start
+CONTAINERD2_BIN    := $(TOOLS_BIN)/containerd2
+CTR2_BIN           := $(TOOLS_BIN)/ctr2
+KATA_STANDIN_BIN   := $(TOOLS_BIN)/containerd-shim-kata-standin
+CONTAINERD_GOFLAGS := -trimpath -tags 'no_btrfs no_devmapper no_zfs'
 
-tools: $(CONTAINERD2_BIN)
+tools: $(CONTAINERD2_BIN) $(CTR2_BIN) $(KATA_STANDIN_BIN)
 
 $(CONTAINERD2_BIN): e2e/tools/containerd/go.mod e2e/tools/containerd/go.sum
 	@mkdir -p $(TOOLS_BIN)
-	cd e2e/tools/containerd && CGO_ENABLED=0 $(GO) build -trimpath -tags 'no_btrfs no_devmapper no_zfs' \
+	cd e2e/tools/containerd && CGO_ENABLED=0 $(GO) build $(CONTAINERD_GOFLAGS) \
 	  -o $@.tmp github.com/containerd/containerd/v2/cmd/containerd && mv $@.tmp $@
+
+$(CTR2_BIN): e2e/tools/containerd/go.mod e2e/tools/containerd/go.sum
+	@mkdir -p $(TOOLS_BIN)
+	cd e2e/tools/containerd && CGO_ENABLED=0 $(GO) build $(CONTAINERD_GOFLAGS) \
+	  -o $@.tmp github.com/containerd/containerd/v2/cmd/ctr && mv $@.tmp $@
+
+$(KATA_STANDIN_BIN): e2e/tools/containerd/go.mod e2e/tools/containerd/go.sum e2e/tools/containerd/kata-standin/main.go
+	@mkdir -p $(TOOLS_BIN)
+	cd e2e/tools/containerd && CGO_ENABLED=0 $(GO) build $(CONTAINERD_GOFLAGS) \
+	  -o $@.tmp ./kata-standin && mv $@.tmp $@

@@ -42,6 +42,8 @@ type nodeFlags struct {
 	stateDir           string
 	kvmDevice          string
 	skipKataCheck      bool
+	skipSandboxCheck   bool
+	sandboxTimeout     time.Duration
 	verifyTimeout      time.Duration
 	interval           time.Duration
 	minRestartInterval time.Duration
@@ -60,8 +62,10 @@ func newNodeCommand(s streams) *cobra.Command {
 		Long: `The node bootstrapper. It installs the Kata static release under /opt/kata, adds
 isolator's drop-in with the kata handler to containerd's config, restarts containerd
 when (and only when) isolator's bytes changed, verifies over CRI that containerd
-serves the kata handler, and only then labels the node isolator.dev/kata-runtime=true,
-which the kata-rc RuntimeClass requires.
+serves the kata handler, starts a throwaway pod sandbox with it (a Kata VM boots),
+and only then labels the node isolator.dev/kata-runtime=true, which the kata-rc
+RuntimeClass requires. A node where the sandbox does not start stays unlabelled, with
+a KataSandboxFailed Event that carries containerd's error.
 
 The admin's containerd config is never re-encoded: isolator adds one imports entry
 (or none, when a glob already covers its drop-in), and uninstall takes exactly that
@@ -100,6 +104,8 @@ node itself; the DaemonSet mounts the node at /host and passes --host-root /host
 	pf.StringVar(&f.stateDir, "state-dir", bootstrap.DefaultStateDir, "host path of isolator's state directory")
 	pf.StringVar(&f.kvmDevice, "kvm-device", "/dev/kvm", "KVM device that must open before Kata is installed (a path as isolator sees it)")
 	pf.BoolVar(&f.skipKataCheck, "skip-kata-check", false, "install a Kata release that ships no kata-runtime without running kata-runtime check; such a release is refused otherwise")
+	pf.BoolVar(&f.skipSandboxCheck, "skip-sandbox-check", false, "label the node once containerd serves the kata handler, without first starting a throwaway pod sandbox with it (the check needs the node's pod network and pause image, as any pod does)")
+	pf.DurationVar(&f.sandboxTimeout, "sandbox-timeout", 2*time.Minute, "how long the throwaway kata pod sandbox may take to start (a VM boot, and pulling the pause image where it is missing)")
 	pf.DurationVar(&f.verifyTimeout, "verify-timeout", 2*time.Minute, "how long to wait for containerd to serve the kata handler after a restart")
 	f.log.addFlags(pf)
 
@@ -125,8 +131,15 @@ func newNodeInstallCommand(s streams, f *nodeFlags) *cobra.Command {
 			if err != nil {
 				return failure(err)
 			}
-			fmt.Fprintf(s.out, "installed: artifacts %s, drop-in %s, changed %v, containerd restarted %v (downtime %dms), %s\n",
-				rep.Artifacts, rep.DropIn, rep.Changed, rep.Restarted, rep.Downtime.Milliseconds(), durationNote(time.Since(start)))
+			sandbox := "not needed (labelled, nothing changed)"
+			switch {
+			case f.skipSandboxCheck:
+				sandbox = "skipped"
+			case rep.SandboxStarted > 0:
+				sandbox = fmt.Sprintf("started and removed in %dms", rep.SandboxStarted.Milliseconds())
+			}
+			fmt.Fprintf(s.out, "installed: artifacts %s, drop-in %s, changed %v, containerd restarted %v (downtime %dms), kata sandbox %s, %s\n",
+				rep.Artifacts, rep.DropIn, rep.Changed, rep.Restarted, rep.Downtime.Milliseconds(), sandbox, durationNote(time.Since(start)))
 			return nil
 		},
 	}
@@ -288,6 +301,7 @@ func (f *nodeFlags) bootstrapper(s streams, needArtifacts bool) (*bootstrap.Boot
 		HostRoot: f.hostRoot, Artifacts: f.artifacts,
 		ContainerdConfig: f.containerdConfig, ContainerdBinary: f.containerdBinary,
 		CRIEndpoint: f.criEndpoint, Restarter: r, StateDir: f.stateDir, KVMDevice: f.kvmDevice, SkipKataCheck: f.skipKataCheck,
+		SkipSandboxCheck: f.skipSandboxCheck, SandboxTimeout: f.sandboxTimeout,
 		VerifyTimeout: f.verifyTimeout, Exec: hostexec.Runner{Root: f.hostRoot}, Log: log,
 		AtStep: crashHook(),
 	}

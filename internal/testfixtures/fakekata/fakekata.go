@@ -24,7 +24,14 @@ type Release struct {
 	CheckFails bool
 	// NoKataRuntime leaves bin/kata-runtime out, like an incomplete release.
 	NoKataRuntime bool
+	// Shim is the containerd-shim-kata-v2 binary. Empty, the shim fails every start,
+	// saying so on stderr, like a node where no VM can start; the e2e suites pass the
+	// stand-in (e2e/tools/containerd/kata-standin), which starts sandboxes with runc.
+	Shim []byte
 }
+
+// ShimFailure is what the failing shim prints before it exits 1.
+const ShimFailure = "fake Kata shim: no VM can start on this host"
 
 // Files returns the release's regular files by path under opt/kata.
 func (r Release) Files() map[string]string {
@@ -35,13 +42,16 @@ func (r Release) Files() map[string]string {
 	files := map[string]string{
 		"bin/kata-runtime": "#!/bin/sh\n# fake kata-runtime " + r.Version + "\ncase \"$1\" in\n" +
 			"  check) " + check + " ;;\n  --version) echo 'kata-runtime : " + r.Version + "' ;;\n  *) exit 2 ;;\nesac\n",
-		"bin/containerd-shim-kata-v2":                            "#!/bin/sh\n# fake Kata shim " + r.Version + "\nexit 1\n",
+		"bin/containerd-shim-kata-v2":                            "#!/bin/sh\n# fake Kata shim " + r.Version + "\necho '" + ShimFailure + "' >&2\nexit 1\n",
 		"bin/qemu-system-x86_64":                                 "#!/bin/sh\n# fake qemu " + r.Version + "\nexit 1\n",
 		"libexec/virtiofsd":                                      "#!/bin/sh\nexit 1\n",
 		"share/defaults/kata-containers/configuration.toml":      "# fake Kata configuration " + r.Version + "\n[hypervisor.qemu]\npath = \"/opt/kata/bin/qemu-system-x86_64\"\n",
 		"share/defaults/kata-containers/configuration-qemu.toml": "# fake\n",
 		"share/kata-containers/vmlinux-6.1.62-fake":              "fake kernel " + r.Version + "\n",
 		"share/kata-containers/kata-containers.img":              "fake guest image " + r.Version + "\n",
+	}
+	if r.Shim != nil {
+		files["bin/containerd-shim-kata-v2"] = string(r.Shim)
 	}
 	if r.NoKataRuntime {
 		delete(files, "bin/kata-runtime")
