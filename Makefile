@@ -27,7 +27,7 @@ export ISOLATOR_TOOLS_BIN := $(TOOLS_BIN)
 export ISOLATOR_BIN := $(BIN)/isolator
 export ISOLATOR_WEBHOOK_BIN := $(BIN)/isolator-webhook
 
-.PHONY: all build test unit e2e bench perf lint fuzz tools demo prereqs demo-prereqs image clean help
+.PHONY: all build test unit e2e bench perf lint fuzz tools demo prereqs demo-prereqs image images clean help
 
 # Debian packages the e2e suites run: etcd for the control plane, Debian's containerd
 # 1.6 beside the module-built 2.4 for the node suite, dbus-daemon for the systemd
@@ -116,6 +116,33 @@ image: ## Build the webhook and node images (docker; KATA_SHA256=... required)
 	$(DOCKER) build --target node --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) \
 	  --build-arg KATA_VERSION=$(KATA_VERSION) --build-arg KATA_SHA256=$(KATA_SHA256) \
 	  -t $(IMAGE_PREFIX)-node:$(IMAGE_TAG) .
+
+# Images without a container engine: isolator-images writes $(IMAGES_DIR)/isolator-webhook.oci.tar
+# and isolator-node.oci.tar, with the Dockerfile's user, entrypoint and paths on an empty
+# base (the binaries are static). The node image carries the Kata release KATA_RELEASE (a
+# kata-go-static tarball or a directory holding ./opt/kata); without it, the release
+# KATA_VERSION is downloaded and checked against KATA_SHA256.
+IMAGES_DIR   ?= $(BIN)/images
+IMAGE_ARCH   ?= $(shell $(GO) env GOARCH)
+KATA_RELEASE ?=
+
+images: ## Build the webhook and node images as OCI archives, no Docker (KATA_RELEASE=<tarball> or KATA_SHA256=...)
+	@mkdir -p $(IMAGES_DIR)
+	@kata="$(KATA_RELEASE)"; \
+	if [ -z "$$kata" ]; then \
+	  file=kata-go-static-$(KATA_VERSION)-$(IMAGE_ARCH).tar.zst; kata=$(IMAGES_DIR)/$$file; \
+	  if [ ! -f "$$kata" ]; then \
+	    test -n "$(KATA_SHA256)" || { echo "images: set KATA_RELEASE to a Kata release tarball, or KATA_SHA256 to the sha256 of $$file (from the Kata $(KATA_VERSION) release page) to download it" >&2; exit 2; }; \
+	    echo "images: downloading $$file"; \
+	    curl -fL --retry 3 -o "$$kata.tmp" "https://github.com/kata-containers/kata-containers/releases/download/$(KATA_VERSION)/$$file"; \
+	    echo "$(KATA_SHA256)  $$kata.tmp" | sha256sum -c - && mv "$$kata.tmp" "$$kata"; \
+	  fi; \
+	fi; \
+	echo "images: building static binaries for linux/$(IMAGE_ARCH)"; \
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(IMAGES_DIR)/isolator ./cmd/isolator && \
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -tags webhookonly -ldflags '$(LDFLAGS)' -o $(IMAGES_DIR)/isolator-webhook ./cmd/isolator && \
+	$(GO) run ./cmd/isolator-images -out $(IMAGES_DIR) -prefix $(IMAGE_PREFIX) -tag $(IMAGE_TAG) -arch $(IMAGE_ARCH) \
+	  -webhook-binary $(IMAGES_DIR)/isolator-webhook -node-binary $(IMAGES_DIR)/isolator -kata "$$kata"
 
 clean:
 	rm -rf $(BIN)

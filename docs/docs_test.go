@@ -79,7 +79,7 @@ func TestArchitectureListsEveryPackage(t *testing.T) {
 		t.Fatal(err)
 	}
 	documented := map[string]bool{}
-	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z0-9/]+)/` \\|").FindAllStringSubmatch(string(data), -1) {
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z0-9/-]+)/` \\|").FindAllStringSubmatch(string(data), -1) {
 		documented[m[1]] = true
 	}
 	packages := map[string]bool{}

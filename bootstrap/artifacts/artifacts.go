@@ -88,7 +88,7 @@ func (in Installer) Stage(src string) (*Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(staging) // gone once renamed into place
-	release, err := extract(src, staging)
+	release, err := Extract(src, staging)
 	if err != nil {
 		return nil, fmt.Errorf("artifacts %s: %w", src, err)
 	}
@@ -354,9 +354,10 @@ func lastLines(b []byte, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// extract copies the release into dst (which becomes the kata directory) and returns the
-// release name.
-func extract(src, dst string) (string, error) {
+// Extract copies a Kata release, a tarball or a directory holding ./opt/kata, into dst
+// (which becomes the kata directory: dst/bin, dst/share, ...) and returns the release's
+// version ("local" for a directory). The node image is built with it.
+func Extract(src, dst string) (string, error) {
 	st, err := os.Stat(src)
 	if err != nil {
 		return "", err

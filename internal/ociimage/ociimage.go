@@ -35,7 +35,10 @@ type File struct {
 	Source string
 	// Data is the content when Source is empty.
 	Data []byte
-	// Mode is the permission of a Data file (default 0o644).
+	// Dir makes an empty directory (distroless images have /tmp, mode 1777).
+	Dir bool
+	// Mode is the Unix mode of a Data file (default 0o644) or a Dir (default 0o755;
+	// 0o1777 for a sticky /tmp).
 	Mode fs.FileMode
 }
 
@@ -46,6 +49,7 @@ type Spec struct {
 	Files      []File
 	User       string
 	Entrypoint []string
+	Cmd        []string
 	Env        []string
 	WorkingDir string
 	// Arch is the GOARCH the binaries are built for; OS is always linux.
@@ -83,6 +87,7 @@ func Build(s Spec) (v1.Image, error) {
 	cf.Created = v1.Time{Time: epoch}
 	cf.Config.User = s.User
 	cf.Config.Entrypoint = s.Entrypoint
+	cf.Config.Cmd = s.Cmd
 	cf.Config.Env = s.Env
 	cf.Config.WorkingDir = s.WorkingDir
 	return mutate.ConfigFile(img, cf)
@@ -114,6 +119,14 @@ func layerBytes(files []File) ([]byte, error) {
 	for _, f := range files {
 		if !path.IsAbs(f.Path) {
 			return nil, fmt.Errorf("image file %q: the path must be absolute", f.Path)
+		}
+		if f.Dir {
+			mode := f.Mode
+			if mode == 0 {
+				mode = 0o755
+			}
+			add(f.Path, &tar.Header{Typeflag: tar.TypeDir, Mode: int64(mode)}, nil)
+			continue
 		}
 		if f.Source == "" {
 			mode := f.Mode
