@@ -148,6 +148,7 @@ type host struct {
 	// netns, when set, is the network namespace containerd runs in (a pod host's; see
 	// newPodHost). isolator stays in the test's own, where the apiserver listens.
 	netns string
+	runs  int // containers runOnce started
 }
 
 func newHost(t *testing.T, rt runtimeSpec) *host {
@@ -302,6 +303,9 @@ func (s *supervisor) loop() {
 		cmd := s.h.command(context.Background(), s.h.containerd, args...)
 		if s.h.netns != "" {
 			cmd = exec.Command("nsenter", append([]string{"--net=" + s.h.netns, "--"}, cmd.Args...)...)
+			// The runc shim built with containerd 2.4 (make tools), not Debian's 1.6 one
+			// in /usr/bin, which speaks an older start protocol.
+			cmd.Env = append(os.Environ(), "PATH="+toolsBin+":"+os.Getenv("PATH"))
 		}
 		cmd.Stdout, cmd.Stderr = logf, logf
 		s.mu.Lock()

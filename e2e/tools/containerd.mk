@@ -3,14 +3,16 @@
 # e2e/tools/containerd/go.mod, into $(TOOLS_BIN), rebuilt when go.mod changes:
 #   containerd2                      cmd/containerd
 #   ctr2                             cmd/ctr, to import the test images (the pause image)
+#   containerd-shim-runc-v2          the runc shim, found next to containerd2, for runc pods
 #   containerd-shim-kata-standin     e2e/tools/containerd/kata-standin: containerd's runc
 #                                    shim standing for Kata's shim, where no VM can start
 CONTAINERD2_BIN    := $(TOOLS_BIN)/containerd2
 CTR2_BIN           := $(TOOLS_BIN)/ctr2
+RUNC_SHIM_BIN      := $(TOOLS_BIN)/containerd-shim-runc-v2
 KATA_STANDIN_BIN   := $(TOOLS_BIN)/containerd-shim-kata-standin
 CONTAINERD_GOFLAGS := -trimpath -tags 'no_btrfs no_devmapper no_zfs'
 
-tools: $(CONTAINERD2_BIN) $(CTR2_BIN) $(KATA_STANDIN_BIN)
+tools: $(CONTAINERD2_BIN) $(CTR2_BIN) $(RUNC_SHIM_BIN) $(KATA_STANDIN_BIN)
 
 $(CONTAINERD2_BIN): e2e/tools/containerd/go.mod e2e/tools/containerd/go.sum
 	@mkdir -p $(TOOLS_BIN)
@@ -21,6 +23,11 @@ $(CTR2_BIN): e2e/tools/containerd/go.mod e2e/tools/containerd/go.sum
 	@mkdir -p $(TOOLS_BIN)
 	cd e2e/tools/containerd && CGO_ENABLED=0 $(GO) build $(CONTAINERD_GOFLAGS) \
 	  -o $@.tmp github.com/containerd/containerd/v2/cmd/ctr && mv $@.tmp $@
+
+$(RUNC_SHIM_BIN): e2e/tools/containerd/go.mod e2e/tools/containerd/go.sum
+	@mkdir -p $(TOOLS_BIN)
+	cd e2e/tools/containerd && CGO_ENABLED=0 $(GO) build $(CONTAINERD_GOFLAGS) \
+	  -o $@.tmp github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 && mv $@.tmp $@
 
 $(KATA_STANDIN_BIN): e2e/tools/containerd/go.mod e2e/tools/containerd/go.sum e2e/tools/containerd/kata-standin/main.go
 	@mkdir -p $(TOOLS_BIN)
