@@ -5,10 +5,11 @@
 // github.com/containerd/containerd/v2 module (make tools).
 //
 // Each test builds a small "host": temporary directories that every process of the test
-// sees at /etc/containerd and /opt, through bind mounts in a private mount namespace
-// (unshare), exactly as a node's containerd and the DaemonSet's isolator see the node.
-// The real /etc/containerd and /opt are never touched. containerd runs as root with a
-// temporary --root, --state and --address. Kata itself cannot run here (no KVM), so the
+// sees at /etc/containerd, /opt and /run (and, on pod hosts, /var/lib), through bind
+// mounts in a private mount namespace (unshare), exactly as a node's containerd and the
+// DaemonSet's isolator see the node. The machine's own are never touched. containerd
+// runs as root with a temporary --root, --state and --address. Pod hosts
+// (sandbox_test.go) also give containerd a network namespace of its own. Kata itself cannot run here (no KVM), so the
 // artifacts are a fake kata-static release (internal/testfixtures/fakekata) and --kvm-device points
 // at a file the test creates.
 package node_test
@@ -81,9 +82,30 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
+	before := machineState()
 	code := m.Run()
 	_ = os.RemoveAll(dir)
+	if after := machineState(); after != before {
+		fmt.Printf("e2e/node: FAIL: the suite changed the machine's own node state:\nbefore: %s\nafter:  %s\n", before, after)
+		code = 1
+	}
 	os.Exit(code)
+}
+
+// machinePaths are the machine's own node state, which no test may create or change:
+// every host binds test directories over them.
+var machinePaths = []string{"/etc/containerd", "/opt/kata", "/opt/cni", "/run/containerd", "/run/nri", "/run/netns",
+	"/var/lib/cni", "/var/lib/isolator", "/var/lib/kubelet"}
+
+// machineState describes machinePaths: which exist, with their modification times.
+func machineState() string {
+	var b strings.Builder
+	for _, p := range machinePaths {
+		if st, err := os.Stat(p); err == nil {
+			fmt.Fprintf(&b, "%s@%d ", p, st.ModTime().UnixNano())
+		}
+	}
+	return b.String()
 }
 
 // requireRoot skips the test under the documented opt-out; TestMain has failed the
@@ -172,7 +194,7 @@ func newHost(t *testing.T, rt runtimeSpec) *host {
 		sock: filepath.Join(dir, "containerd.sock"), containerd: rt.binary,
 		kvm: filepath.Join(dir, "kvm"),
 	}
-	for _, d := range []string{h.etc, h.opt, filepath.Join(dir, "root"), filepath.Join(dir, "state")} {
+	for _, d := range []string{h.etc, h.opt, h.run(), filepath.Join(dir, "var-lib"), filepath.Join(dir, "root"), filepath.Join(dir, "state")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -195,9 +217,14 @@ func (h *host) command(ctx context.Context, name string, args ...string) *exec.C
 // commandWithRun is command with runDir bound over /run as well, when not empty.
 func (h *host) commandWithRun(ctx context.Context, runDir, name string, args ...string) *exec.Cmd {
 	script := fmt.Sprintf("mount --bind %s /etc/containerd && mount --bind %s /opt && exec \"$@\"", h.etc, h.opt)
-	if runDir == "" && h.netns != "" {
-		// A pod host's shims keep their sockets, and runc its state, under /run/containerd.
-		runDir = h.podRun()
+	if runDir == "" {
+		// containerd keeps its NRI socket under /run/nri, and a pod host's shims their
+		// sockets and runc its state under /run/containerd: the machine's /run stays as it is.
+		runDir = h.run()
+	}
+	if h.netns != "" {
+		// CNI caches its results under /var/lib/cni.
+		script = fmt.Sprintf("mount --bind %s /var/lib && %s", filepath.Join(h.dir, "var-lib"), script)
 	}
 
 	if runDir != "" {
@@ -265,8 +292,8 @@ func (h *host) startContainerd(failWhen func() bool) {
 	}
 }
 
-// podRun is the pod host's /run.
-func (h *host) podRun() string { return filepath.Join(h.dir, "run") }
+// run is what the host's processes see as /run, unless a test binds another.
+func (h *host) run() string { return filepath.Join(h.dir, "run") }
 
 func (h *host) endpoint() string { return "unix://" + h.sock }
 

@@ -104,9 +104,6 @@ func newPodHost(t *testing.T, rel fakekata.Release) *host {
 		t.Fatalf("the pod host's network namespace routes off the machine: %s", out)
 	}
 
-	if err := os.MkdirAll(h.podRun(), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	bin := filepath.Join(h.opt, "cni", "bin") // /opt/cni/bin on the node
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		t.Fatal(err)
