@@ -143,7 +143,7 @@ const cleanupTimeout = 30 * time.Second
 // ContainerCreating. The sandbox is always stopped and removed, also on failure and
 // when ctx ends; timeout bounds the start (which may include pulling the pause image).
 // The error carries containerd's own message.
-func TrySandbox(ctx context.Context, endpoint, handler string, timeout time.Duration) (err error) {
+func TrySandbox(ctx context.Context, endpoint, handler string, timeout time.Duration) error {
 	ctx = klog.NewContext(ctx, logr.Discard())
 	// cri-client bounds each call by its connection timeout (RunPodSandbox by twice
 	// that); ctx bounds the whole try.

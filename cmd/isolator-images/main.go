@@ -6,6 +6,7 @@
 package main
 
 import (
+	"debug/elf"
 	"flag"
 	"fmt"
 	"os"
@@ -40,6 +41,11 @@ func main() {
 }
 
 func run(out, prefix, tag, webhookBin, nodeBin, kata, arch string) error {
+	for _, bin := range []string{webhookBin, nodeBin} {
+		if err := requireStatic(bin); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
@@ -82,4 +88,19 @@ func run(out, prefix, tag, webhookBin, nodeBin, kata, arch string) error {
 	}
 	fmt.Printf("Kata release %s unpacked from %s\n", version, kata)
 	return build("isolator-node", ociimage.Node(prefix+"-node:"+tag, nodeBin, tmp, arch))
+}
+
+// requireStatic refuses a dynamically linked binary: the images have no C library.
+func requireStatic(bin string) error {
+	f, err := elf.Open(bin)
+	if err != nil {
+		return fmt.Errorf("%s: %w (build it with make images, or CGO_ENABLED=0 GOOS=linux go build)", bin, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked, and the images have no C library: build it with CGO_ENABLED=0 (make images does)", bin)
+		}
+	}
+	return nil
 }
