@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	remote "k8s.io/cri-client/pkg"
 	"k8s.io/klog/v2"
@@ -36,14 +37,10 @@ const pollInterval = 25 * time.Millisecond
 
 // Query asks the CRI endpoint (unix:///run/containerd/containerd.sock) for its status.
 func Query(ctx context.Context, endpoint string) (*Status, error) {
-	// cri-client logs through klog; keep its connection retries out of isolator's log.
 	ctx = klog.NewContext(ctx, logr.Discard())
-	svc, err := remote.NewRemoteRuntimeServiceBuilder().
-		WithEndpoint(endpoint).
-		WithConnectionTimeout(callTimeout).
-		Build(ctx)
+	svc, err := connect(ctx, endpoint, callTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("connect to CRI at %s: %w", endpoint, err)
+		return nil, err
 	}
 	defer func() { _ = svc.Close(ctx) }()
 	resp, err := svc.Status(ctx, true)
@@ -51,6 +48,17 @@ func Query(ctx context.Context, endpoint string) (*Status, error) {
 		return nil, fmt.Errorf("CRI status at %s: %w", endpoint, err)
 	}
 	return parseStatus(resp)
+}
+
+// connect builds a CRI runtime client; timeout bounds the connection and each call.
+// cri-client logs through klog: callers put a discarding logger into ctx, which keeps
+// its connection retries out of isolator's log.
+func connect(ctx context.Context, endpoint string, timeout time.Duration) (internalapi.RuntimeService, error) {
+	svc, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(endpoint).WithConnectionTimeout(timeout).Build(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect to CRI at %s: %w", endpoint, err)
+	}
+	return svc, nil
 }
 
 // parseStatus reads readiness and handlers out of a verbose StatusResponse.
@@ -147,12 +155,9 @@ func TrySandbox(ctx context.Context, endpoint, handler string, timeout time.Dura
 	ctx = klog.NewContext(ctx, logr.Discard())
 	// cri-client bounds each call by its connection timeout (RunPodSandbox by twice
 	// that); ctx bounds the whole try.
-	svc, err := remote.NewRemoteRuntimeServiceBuilder().
-		WithEndpoint(endpoint).
-		WithConnectionTimeout(timeout).
-		Build(ctx)
+	svc, err := connect(ctx, endpoint, timeout)
 	if err != nil {
-		return fmt.Errorf("connect to CRI at %s: %w", endpoint, err)
+		return err
 	}
 	defer func() { _ = svc.Close(ctx) }()
 	cleanup := func(id string) error {
