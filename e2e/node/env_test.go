@@ -167,10 +167,13 @@ type host struct {
 	// runDir, when set, is bound over /run for isolator (not containerd): the systemd
 	// test puts its D-Bus socket there.
 	runDir string
-	// netns, when set, is the network namespace containerd runs in (a pod host's; see
-	// newPodHost). isolator stays in the test's own, where the apiserver listens.
-	netns string
-	runs  int // containers runOnce started
+	// holder, when set, is the process holding a pod host's node namespaces (see
+	// newPodHost): a mount namespace with the test directories bound in, which every
+	// process of the host enters, and a network namespace, which containerd and its
+	// pods enter. isolator and the kubelet stay in the test's network namespace, where
+	// the apiserver listens.
+	holder *exec.Cmd
+	runs   int // containers runOnce started
 }
 
 func newHost(t *testing.T, rt runtimeSpec) *host {
@@ -194,7 +197,7 @@ func newHost(t *testing.T, rt runtimeSpec) *host {
 		sock: filepath.Join(dir, "containerd.sock"), containerd: rt.binary,
 		kvm: filepath.Join(dir, "kvm"),
 	}
-	for _, d := range []string{h.etc, h.opt, h.run(), filepath.Join(dir, "var-lib"), filepath.Join(dir, "root"), filepath.Join(dir, "state")} {
+	for _, d := range []string{h.etc, h.opt, h.run(), filepath.Join(dir, "var-lib"), filepath.Join(dir, "var-log"), filepath.Join(dir, "root"), filepath.Join(dir, "state")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -216,15 +219,14 @@ func (h *host) command(ctx context.Context, name string, args ...string) *exec.C
 
 // commandWithRun is command with runDir bound over /run as well, when not empty.
 func (h *host) commandWithRun(ctx context.Context, runDir, name string, args ...string) *exec.Cmd {
+	if h.holder != nil {
+		return exec.CommandContext(ctx, "nsenter", append([]string{"--mount=" + h.ns("mnt"), "--", name}, args...)...)
+	}
 	script := fmt.Sprintf("mount --bind %s /etc/containerd && mount --bind %s /opt && exec \"$@\"", h.etc, h.opt)
 	if runDir == "" {
 		// containerd keeps its NRI socket under /run/nri, and a pod host's shims their
 		// sockets and runc its state under /run/containerd: the machine's /run stays as it is.
 		runDir = h.run()
-	}
-	if h.netns != "" {
-		// CNI caches its results under /var/lib/cni.
-		script = fmt.Sprintf("mount --bind %s /var/lib && %s", filepath.Join(h.dir, "var-lib"), script)
 	}
 
 	if runDir != "" {
@@ -292,6 +294,9 @@ func (h *host) startContainerd(failWhen func() bool) {
 	}
 }
 
+// ns is the path of one of a pod host's namespaces (mnt, net).
+func (h *host) ns(kind string) string { return fmt.Sprintf("/proc/%d/ns/%s", h.holder.Process.Pid, kind) }
+
 // run is what the host's processes see as /run, unless a test binds another.
 func (h *host) run() string { return filepath.Join(h.dir, "run") }
 
@@ -328,8 +333,8 @@ func (s *supervisor) loop() {
 			args = append(args, "--isolator-e2e-fail-to-start")
 		}
 		cmd := s.h.command(context.Background(), s.h.containerd, args...)
-		if s.h.netns != "" {
-			cmd = exec.Command("nsenter", append([]string{"--net=" + s.h.netns, "--"}, cmd.Args...)...)
+		if s.h.holder != nil {
+			cmd = exec.Command("nsenter", append([]string{"--mount=" + s.h.ns("mnt"), "--net=" + s.h.ns("net"), "--", s.h.containerd}, args...)...)
 			// The runc shim built with containerd 2.4 (make tools), not Debian's 1.6 one
 			// in /usr/bin, which speaks an older start protocol.
 			cmd.Env = append(os.Environ(), "PATH="+toolsBin+":"+os.Getenv("PATH"))
@@ -450,7 +455,7 @@ func (h *host) isolator(env []string, args ...string) result {
 func (h *host) defaultFlags() []string {
 	return []string{"--restart", "signal", "--cri-endpoint", h.endpoint(), "--state-dir", "/opt/isolator-state",
 		"--kvm-device", h.kvm, "--containerd-binary", h.containerd, "--verify-timeout", "20s",
-		"--skip-sandbox-check=" + strconv.FormatBool(h.netns == "")}
+		"--skip-sandbox-check=" + strconv.FormatBool(h.holder == nil)}
 }
 
 // mustIsolator runs isolator and fails the test unless it exits 0.

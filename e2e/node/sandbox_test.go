@@ -3,14 +3,18 @@
 package node_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,24 +87,36 @@ func newPodHost(t *testing.T, rel fakekata.Release) *host {
 		t.Fatal(err)
 	}
 
-	// The network namespace lives as long as a process holds it.
-	holder := exec.Command("unshare", "--net", "sleep", "infinity")
+	// The node's namespaces live as long as a process holds them. In the mount
+	// namespace the test's directories stand for the node's /etc/containerd, /opt, /run
+	// (containerd's NRI socket, shim sockets, runc state), /var/lib (CNI's cache, the
+	// kubelet) and /var/log (pod logs); the network namespace has only its loopback.
+	binds := fmt.Sprintf("mount --bind %s /etc/containerd && mount --bind %s /opt && mount --bind %s /run && "+
+		"mount --bind %s /var/lib && mount --bind %s /var/log", h.etc, h.opt, h.run(), filepath.Join(h.dir, "var-lib"), filepath.Join(h.dir, "var-log"))
+	holder := exec.Command("unshare", "--mount", "--propagation", "private", "--net", "--", "sh", "-c",
+		binds+" && ip link set lo up && echo ready && exec sleep infinity")
+	ready, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	holder.Stderr = &stderr
 	if err := holder.Start(); err != nil {
-		t.Fatalf("network namespace: %v", err)
+		t.Fatalf("node namespaces: %v", err)
 	}
-	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
-	h.netns = fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid)
-	waitFor(t, "the network namespace", func() bool {
-		self, err1 := os.Readlink("/proc/self/ns/net")
-		other, err2 := os.Readlink(h.netns)
-		return err1 == nil && err2 == nil && self != other
+	t.Cleanup(func() {
+		// Whatever still runs in the node (shims, pods) goes with it.
+		killNamespace(fmt.Sprintf("/proc/%d/ns/mnt", holder.Process.Pid))
+		_ = holder.Process.Kill()
+		_ = holder.Wait()
 	})
-	if out, err := exec.Command("nsenter", "--net="+h.netns, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("loopback up: %v: %s", err, out)
+	if line, err := bufio.NewReader(ready).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("node namespaces: %q %v: %s", line, err, stderr.String())
 	}
+	h.holder = holder
 	// No route off the machine: the namespace has its loopback and, once a pod starts,
 	// the bridge to the pod range; nothing else.
-	if out, err := exec.Command("nsenter", "--net="+h.netns, "ip", "route", "get", "1.1.1.1").CombinedOutput(); err == nil {
+	if out, err := exec.Command("nsenter", "--net="+h.ns("net"), "ip", "route", "get", "1.1.1.1").CombinedOutput(); err == nil {
 		t.Fatalf("the pod host's network namespace routes off the machine: %s", out)
 	}
 
@@ -124,6 +140,25 @@ func newPodHost(t *testing.T, rel fakekata.Release) *host {
 	h.startContainerd(nil)
 	h.importImage(pauseArchive(t))
 	return h
+}
+
+// killNamespace kills every process in the mount namespace mnt (a /proc/<pid>/ns/mnt
+// path), so that no shim or container of a test node outlives the test.
+func killNamespace(mnt string) {
+	want, err := os.Readlink(mnt)
+	if err != nil {
+		return
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if got, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && got == want {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 var pause struct {
