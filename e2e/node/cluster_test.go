@@ -45,13 +45,22 @@ type cluster struct {
 }
 
 func startCluster(t *testing.T) *cluster {
+	return startClusterWith(t, harness.Etcd, harness.APIServer)
+}
+
+// startClusterWith is startCluster with the given control plane components (the
+// kubelet tests need the controller-manager too).
+func startClusterWith(t *testing.T, components ...harness.Component) *cluster {
 	t.Helper()
 	requireRoot(t)
 	cp := harness.StartForTest(t, harness.Options{
-		Components: []harness.Component{harness.Etcd, harness.APIServer},
+		Components: components,
 		// kube-apiserver v1.37 refuses a loopback advertise address with the default
 		// lease endpoint reconciler; these tests need no kubernetes Service endpoints.
 		APIServerFlags: []string{"--endpoint-reconciler-type=none"},
+		// A kubelet registers its Node with the not-ready taint; the node lifecycle
+		// controller lifts it once the Node is Ready (the flag adds to the harness's list).
+		ControllerManagerFlags: []string{"--controllers=node-lifecycle-controller"},
 	})
 	ctx := context.Background()
 	client := cp.Client()

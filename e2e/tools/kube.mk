@@ -1,6 +1,7 @@
-# Kubernetes control plane for the e2e tests: kube-apiserver, kube-controller-manager and
-# kubectl, built from k8s.io/kubernetes by the module in e2e/tools/kube, and etcd from
-# Debian's etcd-server package.
+# Kubernetes for the e2e tests: the control plane (kube-apiserver, kube-controller-manager
+# and kubectl, what `make demo` needs) and the node's kubelet with kube-scheduler (the
+# node suite), built from k8s.io/kubernetes by the module in e2e/tools/kube, and etcd
+# from Debian's etcd-server package.
 #
 # The binaries are rebuilt only when missing or when e2e/tools/kube/go.mod or go.sum
 # changed: a stamp named after their content sits next to the binaries.
@@ -8,6 +9,7 @@
 KUBE_VERSION := v1.37.2
 KUBE_TOOLS_DIR := $(CURDIR)/e2e/tools/kube
 KUBE_TOOLS := kube-apiserver kube-controller-manager kubectl
+KUBE_NODE_TOOLS := kubelet kube-scheduler
 KUBE_MOD_SUM := $(shell cat $(KUBE_TOOLS_DIR)/go.mod $(KUBE_TOOLS_DIR)/go.sum | sha256sum | cut -c1-16)
 KUBE_STAMP := $(TOOLS_BIN)/.kube-tools-$(KUBE_MOD_SUM)
 # Without the -X flags the binaries report v0.0.0-master, and `kubectl version` and the
@@ -18,7 +20,7 @@ KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION
   -X k8s.io/component-base/version.gitTreeState=clean
 
 .PHONY: etcd-check kube-tools
-tools: kube-tools
+tools: kube-tools $(addprefix $(TOOLS_BIN)/,$(KUBE_NODE_TOOLS))
 # The control plane alone, what `make demo` needs.
 kube-tools: etcd-check $(addprefix $(TOOLS_BIN)/,$(KUBE_TOOLS))
 
@@ -33,5 +35,5 @@ $(KUBE_STAMP):
 	@rm -f $(TOOLS_BIN)/.kube-tools-*
 	@touch $@
 
-$(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kube-controller-manager $(TOOLS_BIN)/kubectl: $(KUBE_STAMP)
+$(addprefix $(TOOLS_BIN)/,$(KUBE_TOOLS) $(KUBE_NODE_TOOLS)): $(KUBE_STAMP)
 	@$(KUBE_TOOLS_DIR)/build.sh $@ k8s.io/kubernetes/cmd/$(notdir $@) $(KUBE_VERSION) '$(KUBE_LDFLAGS)'

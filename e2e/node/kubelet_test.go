@@ -1,0 +1,311 @@
+//go:build e2e
+
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	remote "k8s.io/cri-client/pkg"
+
+	"github.com/isolator-dev/isolator/bootstrap/nodestate"
+	"github.com/isolator-dev/isolator/e2e/harness"
+	"github.com/isolator-dev/isolator/internal/ociimage"
+	"github.com/isolator-dev/isolator/internal/testfixtures/fakekata"
+)
+
+// kubeletConfig is the test node's kubelet. Settings that only this test environment
+// needs, not advice for clusters:
+//   - failCgroupV1: false. These machines run cgroup v1, which kubelet 1.37 refuses by
+//     default.
+//   - cgroupsPerQOS: false and no enforceNodeAllocatable, so the kubelet creates no
+//     kubepods hierarchy in the machine's cgroups.
+//   - oomScoreAdj: 0, resolvConf "", the eviction thresholds at 1%: the machine refuses
+//     a negative OOM score, pods resolve no names, and a shared disk must not evict them.
+//
+// It listens on loopback only and trusts only the test CA's client certificates.
+const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+failSwapOn: false
+containerRuntimeEndpoint: %q
+address: 127.0.0.1
+port: %d
+readOnlyPort: 0
+healthzPort: 0
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: %q}
+authorization: {mode: AlwaysAllow}
+resolvConf: ""
+oomScoreAdj: 0
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: "1Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
+`
+
+// startKubelet runs a real kubelet on the pod host, registering Node name. It runs in
+// the node's mount namespace, with containerd (it mounts pod volumes there), and in the
+// test's network namespace, where the apiserver listens.
+func (h *host) startKubelet(t *testing.T, c *cluster, name string) {
+	t.Helper()
+	bin := filepath.Join(toolsBin, "kubelet")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("kubelet is not built (%v): run make tools", err)
+	}
+	kc, err := c.cp.UserKubeconfig("system:node:"+name, "system:nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports, err := harness.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(h.dir, "kubelet.yaml")
+	data := fmt.Sprintf(kubeletConfig, h.endpoint(), ports[0], filepath.Join(c.cp.WorkDir(), "pki", "ca.crt"))
+	if err := os.WriteFile(config, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := harness.StartProcess(harness.ProcessSpec{
+		Name: "kubelet", Path: "nsenter",
+		Args: []string{"--mount=" + h.ns("mnt"), "--", bin, "--config=" + config, "--kubeconfig=" + kc,
+			"--hostname-override=" + name, "--v=2"},
+		LogPath: filepath.Join(h.dir, "kubelet.log"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			log, _ := os.ReadFile(p.LogPath())
+			t.Logf("kubelet log, the test's pods (last 30 lines):\n%s", tail(grepLines(string(log), "-pod"), 30))
+			if pods, err := c.client.CoreV1().Pods(metav1.NamespaceDefault).List(context.Background(), metav1.ListOptions{}); err == nil {
+				for _, pod := range pods.Items {
+					t.Logf("pod %s on %q: %s %+v %+v", pod.Name, pod.Spec.NodeName, pod.Status.Phase, pod.Status.Conditions, pod.Status.ContainerStatuses)
+				}
+			}
+		}
+		_ = p.Stop(10 * time.Second)
+	})
+	waitForLong(t, "the kubelet's Node to be Ready", 2*time.Minute, func() bool {
+		n, err := c.client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == corev1.NodeReady {
+				return cond.Status == corev1.ConditionTrue
+			}
+		}
+		return false
+	})
+}
+
+// startScheduler runs kube-scheduler as system:kube-scheduler, as the bootstrap RBAC
+// policy expects.
+func startScheduler(t *testing.T, c *cluster) {
+	t.Helper()
+	bin := filepath.Join(toolsBin, "kube-scheduler")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("kube-scheduler is not built (%v): run make tools", err)
+	}
+	kc, err := c.cp.UserKubeconfig("system:kube-scheduler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports, err := harness.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := harness.StartProcess(harness.ProcessSpec{
+		Name: "kube-scheduler", Path: bin,
+		Args: []string{"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
+			"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", ports[0]), "--leader-elect=false"},
+		LogPath: filepath.Join(c.cp.LogDir(), "kube-scheduler.log"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			log, _ := os.ReadFile(p.LogPath())
+			t.Logf("kube-scheduler log (last 20 lines):\n%s", tail(grepLines(string(log), "-pod"), 20))
+		}
+		_ = p.Stop(10 * time.Second)
+	})
+}
+
+// applyRuntimeClasses creates the RuntimeClasses of manifests/runtimeclasses.
+func applyRuntimeClasses(t *testing.T, c *cluster) {
+	t.Helper()
+	for _, f := range []string{"runc-rc.yaml", "kata-rc.yaml"} {
+		data, err := os.ReadFile(filepath.Join("..", "..", "manifests", "runtimeclasses", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(data, nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if _, err := c.client.NodeV1().RuntimeClasses().Create(context.Background(), obj.(*nodev1.RuntimeClass), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func waitForLong(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// onePod creates a pod that runs the node image's `isolator version` once.
+func onePod(t *testing.T, c *cluster, name, class string) *corev1.Pod {
+	t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: metav1.NamespaceDefault},
+		Spec: corev1.PodSpec{
+			RuntimeClassName: &class,
+			RestartPolicy:    corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{
+				Name: "main", Image: "localhost/isolator-node:e2e", Args: []string{"version"},
+				ImagePullPolicy: corev1.PullNever,
+			}},
+		},
+	}
+	created, err := c.client.CoreV1().Pods(pod.Namespace).Create(context.Background(), pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return created
+}
+
+func (c *cluster) pod(t *testing.T, name string) *corev1.Pod {
+	t.Helper()
+	p, err := c.client.CoreV1().Pods(metav1.NamespaceDefault).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// podOutput is what the pod's container printed, from the kubelet's log file.
+func (h *host) podOutput(t *testing.T, pod *corev1.Pod) string {
+	t.Helper()
+	f := filepath.Join(h.dir, "var-log", "pods", fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), "main", "0.log")
+	data, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatalf("the pod's log: %v", err)
+	}
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if f := strings.SplitN(l, " ", 4); len(f) == 4 {
+			out = append(out, f[3])
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// handlerOf is the runtime handler containerd started the pod's sandbox with.
+func (h *host) handlerOf(t *testing.T, pod *corev1.Pod) string {
+	t.Helper()
+	ctx := context.Background()
+	svc, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(h.endpoint()).WithConnectionTimeout(10 * time.Second).Build(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = svc.Close(ctx) }()
+	list, err := svc.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"io.kubernetes.pod.uid": string(pod.UID)}})
+	if err != nil || len(list) == 0 {
+		t.Fatalf("the pod's sandbox: %v (%d found)", err, len(list))
+	}
+	return list[0].GetRuntimeHandler()
+}
+
+// TestPodsRunOnTheNode: a real kubelet and kube-scheduler on the pod host. A runc-rc
+// pod runs and prints; a kata-rc pod stays Pending, with the scheduler's reason, until
+// isolator has installed Kata and the sandbox check has passed; then it is placed on
+// the node and started by the kata handler (the stand-in shim, which stands for the
+// Kata VM).
+func TestPodsRunOnTheNode(t *testing.T) {
+	c := startClusterWith(t, harness.Etcd, harness.APIServer, harness.ControllerManager)
+	h := newPodHost(t, fakekata.Release{Version: "4.1.0", Shim: standIn(t)})
+	dir := t.TempDir()
+	kata, err := (fakekata.Release{Version: "4.1.0"}).WriteDir(filepath.Join(dir, "kata"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := ociimage.Build(ociimage.Node("localhost/isolator-node:e2e", staticIsolator(t, dir, false), kata, runtime.GOARCH))
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(dir, "node.oci.tar")
+	if err := ociimage.WriteArchive(archive, "localhost/isolator-node:e2e", img); err != nil {
+		t.Fatal(err)
+	}
+	h.importImage(archive)
+	applyRuntimeClasses(t, c)
+	startScheduler(t, c)
+	h.startKubelet(t, c, "node-1")
+
+	runc := onePod(t, c, "runc-pod", "runc-rc")
+	waitForLong(t, "the runc-rc pod to succeed", 2*time.Minute, func() bool { return c.pod(t, "runc-pod").Status.Phase == corev1.PodSucceeded })
+	if out := h.podOutput(t, runc); !strings.HasPrefix(out, "isolator ") {
+		t.Errorf("runc-rc pod printed %q", out)
+	}
+	if got := h.handlerOf(t, runc); got != "runc" {
+		t.Errorf("runc-rc pod's sandbox handler %q", got)
+	}
+
+	kataPod := onePod(t, c, "kata-pod", "kata-rc")
+	var reason string
+	waitForLong(t, "the scheduler's verdict on the kata-rc pod", time.Minute, func() bool {
+		for _, cond := range c.pod(t, "kata-pod").Status.Conditions {
+			if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse {
+				reason = cond.Reason + ": " + cond.Message
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(reason, "Unschedulable") || !strings.Contains(reason, "node affinity/selector") {
+		t.Errorf("kata-rc pod before the install: %s", reason)
+	}
+	t.Logf("kata-rc pod before the install: Pending, %s", reason)
+
+	start := time.Now()
+	h.mustIsolator("install", "--artifacts", h.tarball, "--node-name", "node-1", "--kubeconfig", c.kubeconfig)
+	if v := c.node(t, "node-1").Labels[nodestate.LabelRuntime]; v != "true" {
+		t.Fatalf("node label %s=%q after install", nodestate.LabelRuntime, v)
+	}
+	waitForLong(t, "the kata-rc pod to succeed", 2*time.Minute, func() bool { return c.pod(t, "kata-pod").Status.Phase == corev1.PodSucceeded })
+	t.Logf("kata-rc pod succeeded %v after the install began", time.Since(start).Round(time.Millisecond))
+	kataPod = c.pod(t, "kata-pod")
+	if out := h.podOutput(t, kataPod); !strings.HasPrefix(out, "isolator ") {
+		t.Errorf("kata-rc pod printed %q", out)
+	}
+	if got := h.handlerOf(t, kataPod); got != "kata" {
+		t.Errorf("kata-rc pod's sandbox handler %q, want kata", got)
+	}
+}
