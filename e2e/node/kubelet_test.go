@@ -95,10 +95,11 @@ func (h *host) startKubelet(t *testing.T, c *cluster, name string) {
 		if t.Failed() {
 			log, _ := os.ReadFile(p.LogPath())
 			t.Logf("kubelet log, the test's pods (last 30 lines):\n%s", tail(grepLines(string(log), "-pod"), 30))
-			if pods, err := c.client.CoreV1().Pods(metav1.NamespaceDefault).List(context.Background(), metav1.ListOptions{}); err == nil {
-				for _, pod := range pods.Items {
-					t.Logf("pod %s on %q: %s %+v %+v", pod.Name, pod.Spec.NodeName, pod.Status.Phase, pod.Status.Conditions, pod.Status.ContainerStatuses)
-				}
+			c.dumpPods(t)
+			logs, _ := filepath.Glob(filepath.Join(h.dir, "var-log", "pods", "*", "*", "*.log"))
+			for _, l := range logs {
+				data, _ := os.ReadFile(l)
+				t.Logf("%s:\n%s", strings.TrimPrefix(l, h.dir), tail(string(data), 6))
 			}
 		}
 		_ = p.Stop(10 * time.Second)
@@ -115,6 +116,25 @@ func (h *host) startKubelet(t *testing.T, c *cluster, name string) {
 		}
 		return false
 	})
+}
+
+// dumpPods logs every pod's state and the Warning Events, for a failed test.
+func (c *cluster) dumpPods(t *testing.T) {
+	ctx := context.Background()
+	if pods, err := c.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); err == nil {
+		for _, pod := range pods.Items {
+			var states []string
+			for _, cs := range pod.Status.ContainerStatuses {
+				states = append(states, fmt.Sprintf("%s ready=%v restarts=%d %+v", cs.Name, cs.Ready, cs.RestartCount, cs.State))
+			}
+			t.Logf("pod %s/%s on %q: %s %v", pod.Namespace, pod.Name, pod.Spec.NodeName, pod.Status.Phase, states)
+		}
+	}
+	if events, err := c.client.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "type=Warning"}); err == nil {
+		for _, e := range events.Items {
+			t.Logf("event %s %s/%s: %s", e.Reason, e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Message)
+		}
+	}
 }
 
 // startScheduler runs kube-scheduler as system:kube-scheduler, as the bootstrap RBAC

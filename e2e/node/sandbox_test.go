@@ -23,6 +23,8 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	remote "k8s.io/cri-client/pkg"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/isolator-dev/isolator/bootstrap/nodestate"
 	"github.com/isolator-dev/isolator/internal/ociimage"
 	"github.com/isolator-dev/isolator/internal/testfixtures/fakekata"
@@ -56,13 +58,15 @@ const podHostConfig = `version = 3
 `
 
 // cniConfig is the pod network: Debian's bridge, host-local and loopback plugins,
-// with the address leases kept in the test's directory.
+// with the address leases kept in the test's directory. Pods route everything to the
+// bridge; the node's namespace, which has no default route, takes it no further.
 const cniConfig = `{
   "cniVersion": "1.0.0",
   "name": "isolator-e2e",
   "plugins": [
     {"type": "bridge", "bridge": "isolator0", "isGateway": true, "ipMasq": false,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "dataDir": %q}},
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "dataDir": %q,
+              "routes": [{"dst": "0.0.0.0/0"}]}},
     {"type": "loopback"}
   ]
 }
@@ -82,6 +86,15 @@ func newPodHost(t *testing.T, rel fakekata.Release) *host {
 		}
 	}
 	h := newHost(t, c2)
+	// The stand-in for /dev/kvm is a character device (/dev/null's numbers) here, so
+	// that the DaemonSet's pod opens it read-write through its read-only view of the
+	// host, as it opens the real /dev/kvm.
+	if err := os.Remove(h.kvm); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(h.kvm, unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
 	var err error
 	if h.tarball, err = rel.WriteTarball(h.dir); err != nil {
 		t.Fatal(err)

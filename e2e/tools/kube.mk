@@ -9,7 +9,7 @@
 KUBE_VERSION := v1.37.2
 KUBE_TOOLS_DIR := $(CURDIR)/e2e/tools/kube
 KUBE_TOOLS := kube-apiserver kube-controller-manager kubectl
-KUBE_NODE_TOOLS := kubelet kube-scheduler
+KUBE_NODE_TOOLS := kubelet kube-scheduler kube-proxy
 KUBE_MOD_SUM := $(shell cat $(KUBE_TOOLS_DIR)/go.mod $(KUBE_TOOLS_DIR)/go.sum | sha256sum | cut -c1-16)
 KUBE_STAMP := $(TOOLS_BIN)/.kube-tools-$(KUBE_MOD_SUM)
 # Without the -X flags the binaries report v0.0.0-master, and `kubectl version` and the

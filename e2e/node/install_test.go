@@ -1,0 +1,306 @@
+//go:build e2e
+
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/isolator-dev/isolator/bootstrap/nodestate"
+	"github.com/isolator-dev/isolator/e2e/harness"
+	"github.com/isolator-dev/isolator/internal/ociimage"
+	"github.com/isolator-dev/isolator/internal/testfixtures/fakekata"
+)
+
+// The addresses of a connected pod host (connectNode). The link between the machine
+// and the node's network namespace is a veth pair on a /30; the machine routes only
+// the pod range to it, and the node has no default route, so nothing from a pod can
+// go further than the machine's end of the link.
+const (
+	linkMachine = "10.201.0.1"
+	linkNode    = "10.201.0.2"
+	linkHost    = "isoe2e-m" // the machine's end
+	linkPeer    = "isoe2e-n" // the node's end
+)
+
+// connectNode links the pod host's network namespace with the machine, so that the
+// apiserver (on the machine's loopback) reaches pods and pods reach the apiserver as
+// they do in a cluster:
+//   - a veth pair, the machine's end linkMachine, the node's linkNode, and a route for
+//     the pod range on the machine; the node forwards between the link and its bridge;
+//   - the service range is unreachable in the node unless kube-proxy's rules take a
+//     packet (the kubernetes Service);
+//   - a TCP relay on linkMachine to the apiserver, which serves on loopback only, and
+//     the kubernetes Service's EndpointSlice pointing at it.
+//
+// It returns a kubeconfig for user that reaches the apiserver from inside the node.
+func (h *host) connectNode(t *testing.T, c *cluster) (relay string) {
+	t.Helper()
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	inNode := func(args ...string) { run(append([]string{"nsenter", "--net=" + h.ns("net"), "--"}, args...)...) }
+	run("ip", "link", "add", linkHost, "type", "veth", "peer", "name", linkPeer)
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", linkHost).Run() })
+	run("ip", "link", "set", linkPeer, "netns", fmt.Sprint(h.holder.Process.Pid))
+	run("ip", "addr", "add", linkMachine+"/30", "dev", linkHost)
+	run("ip", "link", "set", linkHost, "up")
+	run("ip", "route", "add", podSubnet, "via", linkNode, "dev", linkHost)
+	inNode("ip", "addr", "add", linkNode+"/30", "dev", linkPeer)
+	inNode("ip", "link", "set", linkPeer, "up")
+	inNode("ip", "route", "add", "unreachable", "10.0.0.0/24")
+	inNode("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	if out, err := exec.Command("nsenter", "--net="+h.ns("net"), "ip", "route", "get", "1.1.1.1").CombinedOutput(); err == nil {
+		t.Fatalf("the connected node routes off the machine: %s", out)
+	}
+
+	// The relay: the apiserver listens on the machine's loopback only.
+	ln, err := net.Listen("tcp", linkMachine+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	u, err := url.Parse(c.cp.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				up, err := net.Dial("tcp", u.Host)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { _, _ = io.Copy(up, conn) }()
+				_, _ = io.Copy(conn, up)
+			}()
+		}
+	}()
+	port := int32(ln.Addr().(*net.TCPAddr).Port)
+	name, proto, ready := "https", corev1.ProtocolTCP, true
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: metav1.NamespaceDefault,
+			Labels: map[string]string{discoveryv1.LabelServiceName: "kubernetes", discoveryv1.LabelManagedBy: "isolator-e2e"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{linkMachine}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: &name, Protocol: &proto, Port: &port}},
+	}
+	if _, err := c.client.DiscoveryV1().EndpointSlices(metav1.NamespaceDefault).Create(context.Background(), slice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return ln.Addr().String()
+}
+
+// nodeKubeconfig is a kubeconfig for user that reaches the apiserver through relay,
+// from inside the node's network namespace.
+func nodeKubeconfig(t *testing.T, c *cluster, relay, user string, groups ...string) string {
+	t.Helper()
+	path, err := c.cp.UserKubeconfig(user, groups...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range cfg.Clusters {
+		cl.Server = "https://" + relay
+		cl.TLSServerName = "localhost"
+	}
+	out := path + ".node"
+	if err := clientcmd.WriteToFile(*cfg, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// kubeProxyConfig runs kube-proxy in iptables mode inside the node. The conntrack
+// settings stay as the machine has them (0 leaves each alone).
+const kubeProxyConfig = `apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clientConnection:
+  kubeconfig: %q
+clusterCIDR: %s
+hostnameOverride: %s
+healthzBindAddress: ""
+metricsBindAddress: ""
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+`
+
+// startKubeProxy runs kube-proxy in the node's namespaces, as system:kube-proxy.
+func (h *host) startKubeProxy(t *testing.T, c *cluster, relay, node string) {
+	t.Helper()
+	bin := filepath.Join(toolsBin, "kube-proxy")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("kube-proxy is not built (%v): run make tools", err)
+	}
+	kc := nodeKubeconfig(t, c, relay, "system:kube-proxy")
+	config := filepath.Join(h.dir, "kube-proxy.yaml")
+	if err := os.WriteFile(config, fmt.Appendf(nil, kubeProxyConfig, kc, podSubnet, node), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(h.dir, "kube-proxy.log")
+	cmd := exec.Command("nsenter", "--mount="+h.ns("mnt"), "--net="+h.ns("net"), "--", bin, "--config="+config, "--v=2")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		_ = logf.Close()
+		if t.Failed() {
+			data, _ := os.ReadFile(logPath)
+			t.Logf("kube-proxy log (last 20 lines):\n%s", tail(string(data), 20))
+		}
+	})
+}
+
+// buildImages builds and imports the two images, the node image carrying rel.
+func (h *host) buildImages(t *testing.T, rel fakekata.Release) {
+	t.Helper()
+	dir := t.TempDir()
+	kata, err := rel.WriteDir(filepath.Join(dir, "kata"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, spec := range []ociimage.Spec{
+		ociimage.Webhook("localhost/isolator-webhook:e2e", staticIsolator(t, dir, true), runtime.GOARCH),
+		ociimage.Node("localhost/isolator-node:e2e", staticIsolator(t, dir, false), kata, runtime.GOARCH),
+	} {
+		img, err := ociimage.Build(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		archive := filepath.Join(dir, filepath.Base(spec.Ref)+".oci.tar")
+		if err := ociimage.WriteArchive(archive, spec.Ref, img); err != nil {
+			t.Fatal(err)
+		}
+		h.importImage(archive)
+	}
+}
+
+// userOverlay is what a user's overlay of manifests/overlays/self-signed sets on this
+// node: the images built here, and the node agent's ways to this test node's
+// containerd (its socket in the test directory, containerd 2.4's binary, and a SIGTERM
+// restart, for which the agent needs the host's PID namespace, as docs/node.md says),
+// and the device that stands for /dev/kvm.
+const userOverlay = `apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- %s
+images:
+- name: isolator-webhook
+  newName: localhost/isolator-webhook
+  newTag: e2e
+- name: isolator-node
+  newName: localhost/isolator-node
+  newTag: e2e
+patches:
+- target:
+    kind: DaemonSet
+    name: isolator-node
+  patch: |-
+    - op: add
+      path: /spec/template/spec/hostPID
+      value: true
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: --restart=signal
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: --cri-endpoint=unix:///host%s
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: --containerd-binary=%s
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: --kvm-device=/host%s
+`
+
+// kubectl runs the kubectl built by make tools as the admin.
+func kubectl(t *testing.T, c *cluster, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(toolsBin, "kubectl"), append([]string{"--kubeconfig", c.cp.Kubeconfig()}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// TestInstallAsAUser installs isolator as a user does, with kubectl apply -k, on a
+// control plane with a real node (kubelet, kube-proxy, containerd 2.4 with the stand-in
+// Kata shim): the webhook Deployment's pods become Ready and the apiserver calls them
+// through their Service; labelling the node runs the DaemonSet, whose pod installs Kata
+// into the node's containerd through its hostPath mounts, passes the sandbox check and
+// labels the node; then pods are admitted by the webhook and run with the class it set.
+func TestInstallAsAUser(t *testing.T) {
+	c := startClusterWith(t, harness.Etcd, harness.APIServer, harness.ControllerManager)
+	startScheduler(t, c)
+	h := newPodHost(t, fakekata.Release{Version: "4.1.0", Shim: standIn(t)})
+	relay := h.connectNode(t, c)
+	h.startKubeProxy(t, c, relay, "node-1")
+	h.startKubelet(t, c, "node-1")
+	h.buildImages(t, fakekata.Release{Version: "4.1.0", Shim: standIn(t)})
+
+	dir := filepath.Join(h.dir, "overlay")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	repo, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := filepath.Rel(dir, filepath.Join(repo, "manifests", "overlays", "self-signed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay := fmt.Sprintf(userOverlay, base, h.sock, filepath.Join(toolsBin, "containerd2"), h.kvm)
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(overlay), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	kubectl(t, c, "apply", "--server-side", "--force-conflicts", "-k", dir)
+	kubectl(t, c, "-n", "isolator-system", "rollout", "status", "deployment/isolator-webhook", "--timeout=4m")
+	t.Logf("webhook Deployment available %v after kubectl apply", time.Since(start).Round(time.Millisecond))
+
+	start = time.Now()
+	setLabel(t, c, "node-1", nodestate.LabelEnabled, "enabled")
+	waitForLong(t, "the DaemonSet to label the node", 4*time.Minute, func() bool {
+		return c.node(t, "node-1").Labels[nodestate.LabelRuntime] == "true"
+	})
+	t.Logf("node labelled %s=true %v after %s=enabled", nodestate.LabelRuntime, time.Since(start).Round(time.Millisecond), nodestate.LabelEnabled)
+}
