@@ -295,7 +295,9 @@ func (h *host) startContainerd(failWhen func() bool) {
 }
 
 // ns is the path of one of a pod host's namespaces (mnt, net).
-func (h *host) ns(kind string) string { return fmt.Sprintf("/proc/%d/ns/%s", h.holder.Process.Pid, kind) }
+func (h *host) ns(kind string) string {
+	return fmt.Sprintf("/proc/%d/ns/%s", h.holder.Process.Pid, kind)
+}
 
 // run is what the host's processes see as /run, unless a test binds another.
 func (h *host) run() string { return filepath.Join(h.dir, "run") }

@@ -298,7 +298,7 @@ func TestPodsRunOnTheNode(t *testing.T) {
 		t.Errorf("runc-rc pod's sandbox handler %q", got)
 	}
 
-	kataPod := onePod(t, c, "kata-pod", "kata-rc")
+	onePod(t, c, "kata-pod", "kata-rc")
 	var reason string
 	waitForLong(t, "the scheduler's verdict on the kata-rc pod", time.Minute, func() bool {
 		for _, cond := range c.pod(t, "kata-pod").Status.Conditions {
@@ -321,7 +321,7 @@ func TestPodsRunOnTheNode(t *testing.T) {
 	}
 	waitForLong(t, "the kata-rc pod to succeed", 2*time.Minute, func() bool { return c.pod(t, "kata-pod").Status.Phase == corev1.PodSucceeded })
 	t.Logf("kata-rc pod succeeded %v after the install began", time.Since(start).Round(time.Millisecond))
-	kataPod = c.pod(t, "kata-pod")
+	kataPod := c.pod(t, "kata-pod")
 	if out := h.podOutput(t, kataPod); !strings.HasPrefix(out, "isolator ") {
 		t.Errorf("kata-rc pod printed %q", out)
 	}
