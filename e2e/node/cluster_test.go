@@ -58,9 +58,10 @@ func startClusterWith(t *testing.T, components ...harness.Component) *cluster {
 		// kube-apiserver v1.37 refuses a loopback advertise address with the default
 		// lease endpoint reconciler; these tests need no kubernetes Service endpoints.
 		APIServerFlags: []string{"--endpoint-reconciler-type=none"},
-		// A kubelet registers its Node with the not-ready taint; the node lifecycle
-		// controller lifts it once the Node is Ready (the flag adds to the harness's list).
-		ControllerManagerFlags: []string{"--controllers=node-lifecycle-controller"},
+		// With a kubelet: it registers its Node with the not-ready taint, which the node
+		// lifecycle controller lifts once the Node is Ready; the endpoints controllers
+		// give Services their ready pods (the flag adds to the harness's list).
+		ControllerManagerFlags: []string{"--controllers=node-lifecycle-controller,endpoints-controller,endpointslice-controller"},
 	})
 	ctx := context.Background()
 	client := cp.Client()

@@ -12,13 +12,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 
 	"github.com/isolator-dev/isolator/bootstrap/nodestate"
 	"github.com/isolator-dev/isolator/e2e/harness"
@@ -297,10 +300,157 @@ func TestInstallAsAUser(t *testing.T) {
 	kubectl(t, c, "-n", "isolator-system", "rollout", "status", "deployment/isolator-webhook", "--timeout=4m")
 	t.Logf("webhook Deployment available %v after kubectl apply", time.Since(start).Round(time.Millisecond))
 
+	// The platform's policies, validated on apply by the webhook through its Service.
+	kubectl(t, c, "apply", "-f", filepath.Join(repo, "manifests", "examples", "policies.yaml"))
+	for _, ns := range []string{"tenant-a"} {
+		if _, err := c.client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The webhook decides: a tenant pod gets kata-rc and waits for a Kata node; a pod in
+	// default gets runc-rc and runs.
+	var tenant, plain *corev1.Pod
+	waitForLong(t, "the policy to be in force", time.Minute, func() bool {
+		tenant = createPod(t, c, "tenant-a", "first")
+		if tenant.Spec.RuntimeClassName != nil && *tenant.Spec.RuntimeClassName == "kata-rc" {
+			return true
+		}
+		_ = c.client.CoreV1().Pods("tenant-a").Delete(context.Background(), "first", metav1.DeleteOptions{})
+		waitForLong(t, "the pod to go", time.Minute, func() bool {
+			_, err := c.client.CoreV1().Pods("tenant-a").Get(context.Background(), "first", metav1.GetOptions{})
+			return apierrors.IsNotFound(err)
+		})
+		return false
+	})
+	plain = createPod(t, c, metav1.NamespaceDefault, "plain")
+	if got := ptr.Deref(plain.Spec.RuntimeClassName, ""); got != "runc-rc" {
+		t.Fatalf("a pod in default was admitted with class %q, want runc-rc", got)
+	}
+	waitForLong(t, "the runc-rc pod to succeed", 2*time.Minute, func() bool { return c.podIn(t, "default", "plain").Status.Phase == corev1.PodSucceeded })
+	if out := h.podOutput(t, c.podIn(t, "default", "plain")); !strings.HasPrefix(out, "isolator ") {
+		t.Errorf("the runc-rc pod printed %q", out)
+	}
+	var reason string
+	waitForLong(t, "the scheduler's verdict on the kata-rc pod", time.Minute, func() bool {
+		reason = unschedulable(c.podIn(t, "tenant-a", "first"))
+		return reason != ""
+	})
+	if !strings.Contains(reason, "node affinity/selector") {
+		t.Errorf("the kata-rc pod before the label: %s", reason)
+	}
+	t.Logf("before the label: the tenant pod (kata-rc) is Pending: %s", reason)
+
 	start = time.Now()
 	setLabel(t, c, "node-1", nodestate.LabelEnabled, "enabled")
 	waitForLong(t, "the DaemonSet to label the node", 4*time.Minute, func() bool {
 		return c.node(t, "node-1").Labels[nodestate.LabelRuntime] == "true"
 	})
 	t.Logf("node labelled %s=true %v after %s=enabled", nodestate.LabelRuntime, time.Since(start).Round(time.Millisecond), nodestate.LabelEnabled)
+	waitForLong(t, "the kata-rc pod to succeed", 2*time.Minute, func() bool { return c.podIn(t, "tenant-a", "first").Status.Phase == corev1.PodSucceeded })
+	tenant = c.podIn(t, "tenant-a", "first")
+	if out := h.podOutput(t, tenant); !strings.HasPrefix(out, "isolator ") {
+		t.Errorf("the kata-rc pod printed %q", out)
+	}
+	if got := h.handlerOf(t, tenant); got != "kata" {
+		t.Errorf("the kata-rc pod's sandbox handler %q, want kata", got)
+	}
+	t.Logf("after the label: the tenant pod ran on the kata handler (the stand-in) %v after the label", time.Since(start).Round(time.Millisecond))
+
+	// A rolling restart of the webhook while pods are created, through the real Service:
+	// every pod is admitted, each with the class the policy decides. (They stay Pending:
+	// only the admission counts here.)
+	rollout := make(chan string, 1)
+	go func() {
+		cmd := exec.Command(filepath.Join(toolsBin, "kubectl"), "--kubeconfig", c.cp.Kubeconfig(), "-n", "isolator-system", "rollout", "restart", "deployment/isolator-webhook")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			rollout <- fmt.Sprintf("%v: %s", err, out)
+			return
+		}
+		cmd = exec.Command(filepath.Join(toolsBin, "kubectl"), "--kubeconfig", c.cp.Kubeconfig(), "-n", "isolator-system", "rollout", "status", "deployment/isolator-webhook", "--timeout=4m")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			rollout <- fmt.Sprintf("%v: %s", err, out)
+			return
+		}
+		rollout <- ""
+	}()
+	var created, lost, wrong int
+	done := false
+	for i := 0; !done || i < 20; i++ {
+		select {
+		case msg := <-rollout:
+			if msg != "" {
+				t.Fatalf("rollout: %s", msg)
+			}
+			done = true
+		default:
+		}
+		ns, want := "tenant-a", "kata-rc"
+		if i%2 == 1 {
+			ns, want = metav1.NamespaceDefault, "runc-rc"
+		}
+		pod, err := tryCreatePod(c, ns, fmt.Sprintf("during-rollout-%d", i), map[string]string{"isolator.dev/e2e": "admission-only"})
+		switch {
+		case err != nil:
+			lost++
+			t.Logf("pod %s/during-rollout-%d: %v", ns, i, err)
+		case ptr.Deref(pod.Spec.RuntimeClassName, "") != want:
+			wrong++
+			t.Logf("pod %s/%s: class %q, want %s", ns, pod.Name, ptr.Deref(pod.Spec.RuntimeClassName, ""), want)
+		default:
+			created++
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("during the webhook's rolling restart: %d pods created with the right class, %d lost, %d with the wrong class", created, lost, wrong)
+	if lost != 0 || wrong != 0 {
+		t.Errorf("%d pods lost and %d with the wrong class during the rolling restart", lost, wrong)
+	}
+}
+
+// createPod creates a pod that runs the node image's `isolator version` once, with no
+// runtime class of its own: the webhook sets one.
+func createPod(t *testing.T, c *cluster, ns, name string) *corev1.Pod {
+	t.Helper()
+	pod, err := tryCreatePod(c, ns, name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pod
+}
+
+// tryCreatePod is createPod; a nodeSelector no node matches keeps the pod from running
+// (the rollout test needs only the admission).
+func tryCreatePod(c *cluster, ns, name string, nodeSelector map[string]string) (*corev1.Pod, error) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: corev1.PodSpec{
+			NodeSelector:  nodeSelector,
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{
+				Name: "main", Image: "localhost/isolator-node:e2e", Args: []string{"version"},
+				ImagePullPolicy: corev1.PullNever,
+			}},
+		},
+	}
+	return c.client.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
+}
+
+func (c *cluster) podIn(t *testing.T, ns, name string) *corev1.Pod {
+	t.Helper()
+	p, err := c.client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// unschedulable is the scheduler's reason when it could not place the pod, else "".
+func unschedulable(p *corev1.Pod) string {
+	for _, cond := range p.Status.Conditions {
+		if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse {
+			return cond.Reason + ": " + cond.Message
+		}
+	}
+	return ""
 }
