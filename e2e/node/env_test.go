@@ -95,7 +95,7 @@ func TestMain(m *testing.M) {
 // machinePaths are the machine's own node state, which no test may create or change:
 // every host binds test directories over them.
 var machinePaths = []string{"/etc/containerd", "/opt/kata", "/opt/cni", "/run/containerd", "/run/nri", "/run/netns",
-	"/var/lib/cni", "/var/lib/isolator", "/var/lib/kubelet"}
+	"/var/lib/cni", "/var/lib/isolator", "/var/lib/kubelet", "/var/log/pods", "/var/log/containers"}
 
 // machineState describes machinePaths: which exist, with their modification times.
 func machineState() string {
