@@ -50,7 +50,7 @@ const (
 //   - a TCP relay on linkMachine to the apiserver, which serves on loopback only, and
 //     the kubernetes Service's EndpointSlice pointing at it.
 //
-// It returns a kubeconfig for user that reaches the apiserver from inside the node.
+// It returns the relay's address, for kubeconfigs used from inside the node.
 func (h *host) connectNode(t *testing.T, c *cluster) (relay string) {
 	t.Helper()
 	run := func(args ...string) {
@@ -60,6 +60,8 @@ func (h *host) connectNode(t *testing.T, c *cluster) (relay string) {
 		}
 	}
 	inNode := func(args ...string) { run(append([]string{"nsenter", "--net=" + h.ns("net"), "--"}, args...)...) }
+	// A link a killed earlier run left behind goes first (its route goes with it).
+	_ = exec.Command("ip", "link", "del", linkHost).Run()
 	run("ip", "link", "add", linkHost, "type", "veth", "peer", "name", linkPeer)
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", linkHost).Run() })
 	run("ip", "link", "set", linkPeer, "netns", fmt.Sprint(h.holder.Process.Pid))
@@ -422,17 +424,8 @@ func createPod(t *testing.T, c *cluster, ns, name string) *corev1.Pod {
 // tryCreatePod is createPod; a nodeSelector no node matches keeps the pod from running
 // (the rollout test needs only the admission).
 func tryCreatePod(c *cluster, ns, name string, nodeSelector map[string]string) (*corev1.Pod, error) {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: corev1.PodSpec{
-			NodeSelector:  nodeSelector,
-			RestartPolicy: corev1.RestartPolicyNever,
-			Containers: []corev1.Container{{
-				Name: "main", Image: "localhost/isolator-node:e2e", Args: []string{"version"},
-				ImagePullPolicy: corev1.PullNever,
-			}},
-		},
-	}
+	pod := versionPod(ns, name)
+	pod.Spec.NodeSelector = nodeSelector
 	return c.client.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
 }
 

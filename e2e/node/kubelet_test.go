@@ -200,25 +200,30 @@ func waitForLong(t *testing.T, what string, timeout time.Duration, cond func() b
 	}
 }
 
-// onePod creates a pod that runs the node image's `isolator version` once.
+// onePod creates a pod of class that runs the node image's `isolator version` once.
 func onePod(t *testing.T, c *cluster, name, class string) *corev1.Pod {
 	t.Helper()
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: metav1.NamespaceDefault},
+	pod := versionPod(metav1.NamespaceDefault, name)
+	pod.Spec.RuntimeClassName = &class
+	created, err := c.client.CoreV1().Pods(pod.Namespace).Create(context.Background(), pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return created
+}
+
+// versionPod is a pod that runs the node image's `isolator version` once.
+func versionPod(ns, name string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.PodSpec{
-			RuntimeClassName: &class,
-			RestartPolicy:    corev1.RestartPolicyNever,
+			RestartPolicy: corev1.RestartPolicyNever,
 			Containers: []corev1.Container{{
 				Name: "main", Image: "localhost/isolator-node:e2e", Args: []string{"version"},
 				ImagePullPolicy: corev1.PullNever,
 			}},
 		},
 	}
-	created, err := c.client.CoreV1().Pods(pod.Namespace).Create(context.Background(), pod, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return created
 }
 
 func (c *cluster) pod(t *testing.T, name string) *corev1.Pod {
