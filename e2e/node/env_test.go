@@ -5,13 +5,15 @@
 // github.com/containerd/containerd/v2 module (make tools).
 //
 // Each test builds a small "host": temporary directories that every process of the test
-// sees at /etc/containerd, /opt and /run (and, on pod hosts, /var/lib), through bind
-// mounts in a private mount namespace (unshare), exactly as a node's containerd and the
-// DaemonSet's isolator see the node. The machine's own are never touched. containerd
-// runs as root with a temporary --root, --state and --address. Pod hosts
-// (sandbox_test.go) also give containerd a network namespace of its own. Kata itself cannot run here (no KVM), so the
-// artifacts are a fake kata-static release (internal/testfixtures/fakekata) and --kvm-device points
-// at a file the test creates.
+// sees at /etc/containerd, /opt and /run, through bind mounts in a private mount
+// namespace (unshare), exactly as a node's containerd and the DaemonSet's isolator see
+// the node. The machine's own are never touched (TestMain checks). containerd runs as
+// root with a temporary --root, --state and --address. Pod hosts (sandbox_test.go) are
+// whole nodes: one mount namespace for all their processes (with /var/lib and /var/log
+// bound too), a network namespace of their own, a pod network, and for some a kubelet,
+// kube-scheduler and kube-proxy (kubelet_test.go, install_test.go). Kata itself cannot
+// run here (no KVM), so the artifacts are a fake kata-static release
+// (internal/testfixtures/fakekata) and --kvm-device points at a file the test creates.
 package node_test
 
 import (
@@ -217,21 +219,17 @@ func (h *host) command(ctx context.Context, name string, args ...string) *exec.C
 	return h.commandWithRun(ctx, "", name, args...)
 }
 
-// commandWithRun is command with runDir bound over /run as well, when not empty.
+// commandWithRun is command with runDir bound over /run (default: the host's own, see
+// run). A pod host's processes enter its node mount namespace instead.
 func (h *host) commandWithRun(ctx context.Context, runDir, name string, args ...string) *exec.Cmd {
 	if h.holder != nil {
 		return exec.CommandContext(ctx, "nsenter", append([]string{"--mount=" + h.ns("mnt"), "--", name}, args...)...)
 	}
-	script := fmt.Sprintf("mount --bind %s /etc/containerd && mount --bind %s /opt && exec \"$@\"", h.etc, h.opt)
 	if runDir == "" {
-		// containerd keeps its NRI socket under /run/nri, and a pod host's shims their
-		// sockets and runc its state under /run/containerd: the machine's /run stays as it is.
+		// containerd keeps its NRI socket under /run/nri: the machine's /run stays as it is.
 		runDir = h.run()
 	}
-
-	if runDir != "" {
-		script = fmt.Sprintf("mount --bind %s /run && %s", runDir, script)
-	}
+	script := fmt.Sprintf("mount --bind %s /run && mount --bind %s /etc/containerd && mount --bind %s /opt && exec \"$@\"", runDir, h.etc, h.opt)
 	full := append([]string{"--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", name}, args...)
 	return exec.CommandContext(ctx, "unshare", full...)
 }
