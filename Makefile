@@ -31,10 +31,10 @@ export ISOLATOR_WEBHOOK_BIN := $(BIN)/isolator-webhook
 
 # Debian packages the e2e suites run: etcd for the control plane, Debian's containerd
 # 1.6 beside the module-built 2.4 for the node suite, dbus-daemon for the systemd
-# stand-in's bus, and for the pod hosts that start sandboxes runc, the CNI plugins
-# (bridge, host-local, loopback) and iproute2. The demo needs only etcd. `make prereqs`
+# stand-in's bus, and for the real node runc, the CNI plugins (bridge, host-local,
+# loopback), iproute2 and iptables (kube-proxy). The demo needs only etcd. `make prereqs`
 # installs what is missing (as root), or prints the apt-get line to run.
-DEBIAN_PACKAGES := etcd-server containerd dbus-daemon runc containernetworking-plugins iproute2
+DEBIAN_PACKAGES := etcd-server containerd dbus-daemon runc containernetworking-plugins iproute2 iptables
 DEMO_PACKAGES   := etcd-server
 
 all: build

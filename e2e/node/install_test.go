@@ -71,7 +71,7 @@ func (h *host) connectNode(t *testing.T, c *cluster) (relay string) {
 	inNode("ip", "addr", "add", linkNode+"/30", "dev", linkPeer)
 	inNode("ip", "link", "set", linkPeer, "up")
 	inNode("ip", "route", "add", "unreachable", "10.0.0.0/24")
-	inNode("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	inNode("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward") // this namespace's only
 	if out, err := exec.Command("nsenter", "--net="+h.ns("net"), "ip", "route", "get", "1.1.1.1").CombinedOutput(); err == nil {
 		t.Fatalf("the connected node routes off the machine: %s", out)
 	}
