@@ -442,22 +442,20 @@ type runProcess struct {
 // probe returns the status code and body of one of the process's probe endpoints.
 func (p *runProcess) probe(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(p.probes + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, strings.TrimSpace(string(body))
+	code, body := httpGet(t, p.probes+path)
+	return code, strings.TrimSpace(body)
 }
 
 // scrape returns the process's metrics text.
 func (p *runProcess) scrape(t *testing.T) string {
 	t.Helper()
-	resp, err := http.Get(p.metrics)
+	_, body := httpGet(t, p.metrics)
+	return body
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +464,7 @@ func (p *runProcess) scrape(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(body)
+	return resp.StatusCode, string(body)
 }
 
 // syncBuffer is a bytes.Buffer safe for the exec copier and the test to share.
@@ -545,7 +543,13 @@ func waitLabel(t *testing.T, c *cluster, node, want string) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+	waitForLong(t, what, 60*time.Second, cond)
+}
+
+// waitForLong is waitFor with its own timeout, for steps a real node takes longer over.
+func waitForLong(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
 		return cond(), nil
 	})
 	if err != nil {

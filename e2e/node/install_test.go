@@ -172,24 +172,19 @@ func (h *host) startKubeProxy(t *testing.T, c *cluster, relay, node string) {
 	if err := os.WriteFile(config, fmt.Appendf(nil, kubeProxyConfig, kc, podSubnet, node), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logPath := filepath.Join(h.dir, "kube-proxy.log")
-	cmd := exec.Command("nsenter", "--mount="+h.ns("mnt"), "--net="+h.ns("net"), "--", bin, "--config="+config, "--v=2")
-	logf, err := os.Create(logPath)
+	p, err := harness.StartProcess(harness.ProcessSpec{
+		Name: "kube-proxy", Path: "nsenter",
+		Args:    []string{"--mount=" + h.ns("mnt"), "--net=" + h.ns("net"), "--", bin, "--config=" + config, "--v=2"},
+		LogPath: filepath.Join(h.dir, "kube-proxy.log"),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		_ = logf.Close()
 		if t.Failed() {
-			data, _ := os.ReadFile(logPath)
-			t.Logf("kube-proxy log (last 20 lines):\n%s", tail(string(data), 20))
+			t.Logf("kube-proxy log (last 20 lines):\n%s", p.LogTail(20))
 		}
+		_ = p.Stop(10 * time.Second)
 	})
 }
 

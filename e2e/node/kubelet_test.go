@@ -17,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/scheme"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	remote "k8s.io/cri-client/pkg"
 
 	"github.com/isolator-dev/isolator/bootstrap/nodestate"
 	"github.com/isolator-dev/isolator/e2e/harness"
@@ -189,17 +188,6 @@ func applyRuntimeClasses(t *testing.T, c *cluster) {
 	}
 }
 
-func waitForLong(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // onePod creates a pod of class that runs the node image's `isolator version` once.
 func onePod(t *testing.T, c *cluster, name, class string) *corev1.Pod {
 	t.Helper()
@@ -226,15 +214,6 @@ func versionPod(ns, name string) *corev1.Pod {
 	}
 }
 
-func (c *cluster) pod(t *testing.T, name string) *corev1.Pod {
-	t.Helper()
-	p, err := c.client.CoreV1().Pods(metav1.NamespaceDefault).Get(context.Background(), name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // podOutput is what the pod's container printed, from the kubelet's log file.
 func (h *host) podOutput(t *testing.T, pod *corev1.Pod) string {
 	t.Helper()
@@ -243,6 +222,12 @@ func (h *host) podOutput(t *testing.T, pod *corev1.Pod) string {
 	if err != nil {
 		t.Fatalf("the pod's log: %v", err)
 	}
+	return criLogText(data)
+}
+
+// criLogText is the text of a CRI container log, whose lines are
+// "<time> <stream> <tag> <text>".
+func criLogText(data []byte) string {
 	var out []string
 	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		if f := strings.SplitN(l, " ", 4); len(f) == 4 {
@@ -255,13 +240,7 @@ func (h *host) podOutput(t *testing.T, pod *corev1.Pod) string {
 // handlerOf is the runtime handler containerd started the pod's sandbox with.
 func (h *host) handlerOf(t *testing.T, pod *corev1.Pod) string {
 	t.Helper()
-	ctx := context.Background()
-	svc, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(h.endpoint()).WithConnectionTimeout(10 * time.Second).Build(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = svc.Close(ctx) }()
-	list, err := svc.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"io.kubernetes.pod.uid": string(pod.UID)}})
+	list, err := h.criClient(t, 10*time.Second).ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"io.kubernetes.pod.uid": string(pod.UID)}})
 	if err != nil || len(list) == 0 {
 		t.Fatalf("the pod's sandbox: %v (%d found)", err, len(list))
 	}
@@ -295,7 +274,9 @@ func TestPodsRunOnTheNode(t *testing.T) {
 	h.startKubelet(t, c, "node-1")
 
 	runc := onePod(t, c, "runc-pod", "runc-rc")
-	waitForLong(t, "the runc-rc pod to succeed", 2*time.Minute, func() bool { return c.pod(t, "runc-pod").Status.Phase == corev1.PodSucceeded })
+	waitForLong(t, "the runc-rc pod to succeed", 2*time.Minute, func() bool {
+		return c.podIn(t, metav1.NamespaceDefault, "runc-pod").Status.Phase == corev1.PodSucceeded
+	})
 	if out := h.podOutput(t, runc); !strings.HasPrefix(out, "isolator ") {
 		t.Errorf("runc-rc pod printed %q", out)
 	}
@@ -306,13 +287,8 @@ func TestPodsRunOnTheNode(t *testing.T) {
 	onePod(t, c, "kata-pod", "kata-rc")
 	var reason string
 	waitForLong(t, "the scheduler's verdict on the kata-rc pod", time.Minute, func() bool {
-		for _, cond := range c.pod(t, "kata-pod").Status.Conditions {
-			if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse {
-				reason = cond.Reason + ": " + cond.Message
-				return true
-			}
-		}
-		return false
+		reason = unschedulable(c.podIn(t, metav1.NamespaceDefault, "kata-pod"))
+		return reason != ""
 	})
 	if !strings.Contains(reason, "Unschedulable") || !strings.Contains(reason, "node affinity/selector") {
 		t.Errorf("kata-rc pod before the install: %s", reason)
@@ -324,9 +300,11 @@ func TestPodsRunOnTheNode(t *testing.T) {
 	if v := c.node(t, "node-1").Labels[nodestate.LabelRuntime]; v != "true" {
 		t.Fatalf("node label %s=%q after install", nodestate.LabelRuntime, v)
 	}
-	waitForLong(t, "the kata-rc pod to succeed", 2*time.Minute, func() bool { return c.pod(t, "kata-pod").Status.Phase == corev1.PodSucceeded })
+	waitForLong(t, "the kata-rc pod to succeed", 2*time.Minute, func() bool {
+		return c.podIn(t, metav1.NamespaceDefault, "kata-pod").Status.Phase == corev1.PodSucceeded
+	})
 	t.Logf("kata-rc pod succeeded %v after the install began", time.Since(start).Round(time.Millisecond))
-	kataPod := c.pod(t, "kata-pod")
+	kataPod := c.podIn(t, metav1.NamespaceDefault, "kata-pod")
 	if out := h.podOutput(t, kataPod); !strings.HasPrefix(out, "isolator ") {
 		t.Errorf("kata-rc pod printed %q", out)
 	}

@@ -20,6 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	remote "k8s.io/cri-client/pkg"
 
@@ -224,16 +225,22 @@ func (h *host) importImage(archive string) {
 	}
 }
 
+// criClient connects to the host's containerd over CRI, as the kubelet does; timeout
+// bounds each call. The client closes when the test ends.
+func (h *host) criClient(t *testing.T, timeout time.Duration) internalapi.RuntimeService {
+	t.Helper()
+	svc, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(h.endpoint()).WithConnectionTimeout(timeout).Build(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close(context.Background()) })
+	return svc
+}
+
 // sandboxes lists the pod sandboxes containerd knows, by name.
 func (h *host) sandboxes() []string {
 	h.t.Helper()
-	ctx := context.Background()
-	svc, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(h.endpoint()).WithConnectionTimeout(10 * time.Second).Build(ctx)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer func() { _ = svc.Close(ctx) }()
-	list, err := svc.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{})
+	list, err := h.criClient(h.t, 10*time.Second).ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -385,11 +392,7 @@ func (h *host) runOnce(handler, image string, args ...string) (string, int32) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	svc, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(h.endpoint()).WithConnectionTimeout(30 * time.Second).Build(ctx)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer func() { _ = svc.Close(ctx) }()
+	svc := h.criClient(h.t, 30*time.Second)
 	h.runs++
 	name := fmt.Sprintf("run-%d-%s", h.runs, handler)
 	logs := filepath.Join(h.dir, "pod-logs", name)
@@ -437,14 +440,7 @@ func (h *host) runOnce(handler, image string, args ...string) (string, int32) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	// CRI log lines: "<time> <stream> <tag> <text>".
-	var out []string
-	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		if f := strings.SplitN(l, " ", 4); len(f) == 4 {
-			out = append(out, f[3])
-		}
-	}
-	return strings.Join(out, "\n"), st.GetExitCode()
+	return criLogText(data), st.GetExitCode()
 }
 
 // TestImagesRun: the images `make images` builds (internal/ociimage, the Dockerfile's

@@ -83,28 +83,26 @@ func TestDockerfileContract(t *testing.T) {
 	}
 	web := Webhook("isolator-webhook:test", "/in/isolator-webhook", "amd64")
 	node := Node("isolator-node:test", "/in/isolator", "/in/kata", "amd64")
-
-	ws := stages["webhook"]
-	if ws.user != web.User {
-		t.Errorf("webhook image: Dockerfile USER %q, recipe %q", ws.user, web.User)
+	for _, c := range []struct {
+		image  string
+		stage  *stage
+		recipe Spec
+		binary string // what the Dockerfile copies to BinaryPath
+	}{
+		{"webhook", stages["webhook"], web, "build:/out/isolator-webhook"},
+		{"node", stages["node"], node, "build:/out/isolator"},
+	} {
+		if c.stage.user != c.recipe.User {
+			t.Errorf("%s image: Dockerfile USER %q, recipe %q", c.image, c.stage.user, c.recipe.User)
+		}
+		if !slices.Equal(c.stage.entrypoint, c.recipe.Entrypoint) || !slices.Equal(c.stage.cmd, c.recipe.Cmd) {
+			t.Errorf("%s image: Dockerfile ENTRYPOINT %q CMD %q, recipe %q %q", c.image, c.stage.entrypoint, c.stage.cmd, c.recipe.Entrypoint, c.recipe.Cmd)
+		}
+		if src := c.stage.copies[BinaryPath]; src != c.binary {
+			t.Errorf("%s image: the Dockerfile copies %q to %s, want %s", c.image, src, BinaryPath, c.binary)
+		}
 	}
-	if !slices.Equal(ws.entrypoint, web.Entrypoint) || !slices.Equal(ws.cmd, web.Cmd) {
-		t.Errorf("webhook image: Dockerfile ENTRYPOINT %q CMD %q, recipe %q %q", ws.entrypoint, ws.cmd, web.Entrypoint, web.Cmd)
-	}
-	if src := ws.copies[BinaryPath]; src != "build:/out/isolator-webhook" {
-		t.Errorf("webhook image: the Dockerfile copies %q to %s, want the webhookonly build", src, BinaryPath)
-	}
-
 	ns := stages["node"]
-	if ns.user != node.User {
-		t.Errorf("node image: Dockerfile USER %q, recipe %q (root)", ns.user, node.User)
-	}
-	if !slices.Equal(ns.entrypoint, node.Entrypoint) || !slices.Equal(ns.cmd, node.Cmd) {
-		t.Errorf("node image: Dockerfile ENTRYPOINT %q CMD %q, recipe %q %q", ns.entrypoint, ns.cmd, node.Entrypoint, node.Cmd)
-	}
-	if src := ns.copies[BinaryPath]; src != "build:/out/isolator" {
-		t.Errorf("node image: the Dockerfile copies %q to %s, want the full build", src, BinaryPath)
-	}
 	if src := ns.copies[KataPath]; src != "kata:"+KataPath {
 		t.Errorf("node image: the Dockerfile copies %q to %s, want the kata stage's %s", src, KataPath, KataPath)
 	}
