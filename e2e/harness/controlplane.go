@@ -678,3 +678,39 @@ func (cp *ControlPlane) CreateNamespace(ctx context.Context, name string, labels
 	}
 	return ns, nil
 }
+
+// StartScheduler runs kube-scheduler (from ToolsBin) as system:kube-scheduler, as the
+// bootstrap RBAC policy expects, and waits until it is healthy. Start does not run one,
+// so that pods stay unscheduled unless a suite has a node; Stop stops it.
+func (cp *ControlPlane) StartScheduler(ctx context.Context) (*Process, error) {
+	bin, err := Tool("kube-scheduler")
+	if err != nil {
+		return nil, err
+	}
+	kc, err := cp.UserKubeconfig("system:kube-scheduler")
+	if err != nil {
+		return nil, err
+	}
+	ports, err := FreePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	p, err := StartProcess(ProcessSpec{
+		Name: "kube-scheduler", Path: bin,
+		Args: []string{"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
+			"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", ports[0]), "--leader-elect=false"},
+		LogPath: filepath.Join(cp.logDir, "kube-scheduler.log"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	cp.mu.Lock()
+	cp.extra = append(cp.extra, p)
+	cp.mu.Unlock()
+	waitCtx, cancel := context.WithTimeout(ctx, cp.opts.StartTimeout)
+	defer cancel()
+	if err := WaitReady(waitCtx, p, ReadyCheck{URL: fmt.Sprintf("https://127.0.0.1:%d/healthz", ports[0])}); err != nil {
+		return nil, err
+	}
+	return p, nil
+}

@@ -276,7 +276,7 @@ func TestNodeLabelLifecycle(t *testing.T) {
 		if got := c.reasons(t, "node-c"); !slices.Equal(got, []string{nodestate.ReasonNoKVM}) {
 			t.Errorf("events = %v", got)
 		}
-		if !bytes.Equal(h.config(), original) || h.sup.Starts() != 1 {
+		if !bytes.Equal(h.config(), original) || h.starts() != 1 {
 			t.Error("a node without KVM had its containerd touched")
 		}
 	})
@@ -304,7 +304,7 @@ func TestNodeLabelLifecycle(t *testing.T) {
 		if got := tree(t, h.opt); !slices.Equal(got, optBefore) {
 			t.Errorf("/opt after the failed install = %v, want %v as before", got, optBefore)
 		}
-		if !bytes.Equal(h.config(), original) || h.sup.Starts() != 1 {
+		if !bytes.Equal(h.config(), original) || h.starts() != 1 {
 			t.Error("a failed check touched containerd")
 		}
 	})

@@ -8,7 +8,7 @@
 // sees at /etc/containerd, /opt and /run, through bind mounts in a private mount
 // namespace (unshare), exactly as a node's containerd and the DaemonSet's isolator see
 // the node. The machine's own are never touched (TestMain checks). containerd runs as
-// root with a temporary --root, --state and --address. Pod hosts (sandbox_test.go) are
+// root with a temporary --root, --state and --address. Pod hosts (harness.Node) are
 // whole nodes: one mount namespace for all their processes (with /var/lib and /var/log
 // bound too), a network namespace of their own, a pod network, and for some a kubelet,
 // kube-scheduler and kube-proxy (kubelet_test.go, install_test.go). Kata itself cannot
@@ -29,12 +29,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/isolator-dev/isolator/bootstrap/cri"
+	"github.com/isolator-dev/isolator/e2e/harness"
 	"github.com/isolator-dev/isolator/internal/testfixtures/fakekata"
 )
 
@@ -165,17 +165,16 @@ type host struct {
 	containerd string
 	kvm        string
 	tarball    string
-	sup        *supervisor
+	sup        *harness.Supervisor // containerd's, on a host that is not a pod host
 	// runDir, when set, is bound over /run for isolator (not containerd): the systemd
 	// test puts its D-Bus socket there.
 	runDir string
-	// holder, when set, is the process holding a pod host's node namespaces (see
-	// newPodHost): a mount namespace with the test directories bound in, which every
-	// process of the host enters, and a network namespace, which containerd and its
-	// pods enter. isolator and the kubelet stay in the test's network namespace, where
-	// the apiserver listens.
-	holder *exec.Cmd
-	runs   int // containers runOnce started
+	// node, when set, is a pod host's node (harness.Node, see newPodHost): a mount
+	// namespace with the test directories bound in, which every process of the host
+	// enters, and a network namespace, which containerd and its pods enter. isolator
+	// and the kubelet stay in the test's network namespace, where the apiserver listens.
+	node *harness.Node
+	runs int // containers runOnce started
 }
 
 func newHost(t *testing.T, rt runtimeSpec) *host {
@@ -222,8 +221,8 @@ func (h *host) command(ctx context.Context, name string, args ...string) *exec.C
 // commandWithRun is command with runDir bound over /run (default: the host's own, see
 // run). A pod host's processes enter its node mount namespace instead.
 func (h *host) commandWithRun(ctx context.Context, runDir, name string, args ...string) *exec.Cmd {
-	if h.holder != nil {
-		return exec.CommandContext(ctx, "nsenter", append([]string{"--mount=" + h.ns("mnt"), "--", name}, args...)...)
+	if h.node != nil {
+		return h.node.Command(ctx, name, args...)
 	}
 	if runDir == "" {
 		// containerd keeps its NRI socket under /run/nri: the machine's /run stays as it is.
@@ -281,124 +280,43 @@ func tree(t *testing.T, dir string) []string {
 	return out
 }
 
-// startContainerd starts the supervisor loop and waits for CRI.
+// startContainerd starts containerd under a supervisor (the stand-in for systemd's
+// containerd.service) and waits for CRI. While failWhen returns true, containerd fails
+// to start.
 func (h *host) startContainerd(failWhen func() bool) {
 	h.t.Helper()
-	h.sup = &supervisor{h: h, stop: make(chan struct{}), done: make(chan struct{}), failWhen: failWhen}
-	go h.sup.loop()
-	h.t.Cleanup(h.sup.shutdown)
+	sup, err := harness.Supervise(filepath.Join(h.dir, "containerd.log"), func() *exec.Cmd {
+		args := []string{"--config", "/etc/containerd/config.toml", "--root", filepath.Join(h.dir, "root"),
+			"--state", filepath.Join(h.dir, "state"), "--address", h.sock}
+		if failWhen != nil && failWhen() {
+			// Stands for a containerd that cannot start with the new config: the
+			// unknown flag makes this very binary exit at once.
+			args = append(args, "--isolator-e2e-fail-to-start")
+		}
+		return h.command(context.Background(), h.containerd, args...)
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.sup = sup
+	h.t.Cleanup(sup.Stop)
 	if _, err := cri.WaitFor(context.Background(), h.endpoint(), "kata", false, 30*time.Second); err != nil {
 		h.t.Fatalf("containerd did not serve CRI: %v", err)
 	}
 }
 
-// ns is the path of one of a pod host's namespaces (mnt, net).
-func (h *host) ns(kind string) string {
-	return fmt.Sprintf("/proc/%d/ns/%s", h.holder.Process.Pid, kind)
+// starts is how many times the host's containerd was started.
+func (h *host) starts() int {
+	if h.node != nil {
+		return h.node.ContainerdStarts()
+	}
+	return h.sup.Starts()
 }
 
 // run is what the host's processes see as /run, unless a test binds another.
 func (h *host) run() string { return filepath.Join(h.dir, "run") }
 
 func (h *host) endpoint() string { return "unix://" + h.sock }
-
-// supervisor is the test's stand-in for systemd: it runs containerd and starts it again
-// whenever it exits, as containerd.service's Restart=always does. isolator restarts
-// containerd with --restart=signal, which is what it does under any such supervisor.
-type supervisor struct {
-	h        *host
-	stop     chan struct{}
-	done     chan struct{}
-	once     sync.Once
-	failWhen func() bool // fault injection: containerd fails to start while it returns true
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	starts int
-}
-
-func (s *supervisor) loop() {
-	defer close(s.done)
-	logf, err := os.OpenFile(filepath.Join(s.h.dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return
-	}
-	defer logf.Close()
-	for {
-		args := []string{"--config", "/etc/containerd/config.toml", "--root", filepath.Join(s.h.dir, "root"),
-			"--state", filepath.Join(s.h.dir, "state"), "--address", s.h.sock}
-		if s.failWhen != nil && s.failWhen() {
-			// Stands for a containerd that cannot start with the new config: the
-			// unknown flag makes this very binary exit at once.
-			args = append(args, "--isolator-e2e-fail-to-start")
-		}
-		cmd := s.h.command(context.Background(), s.h.containerd, args...)
-		if s.h.holder != nil {
-			cmd = exec.Command("nsenter", append([]string{"--mount=" + s.h.ns("mnt"), "--net=" + s.h.ns("net"), "--", s.h.containerd}, args...)...)
-			// The runc shim built with containerd 2.4 (make tools), not Debian's 1.6 one
-			// in /usr/bin, which speaks an older start protocol.
-			cmd.Env = append(os.Environ(), "PATH="+toolsBin+":"+os.Getenv("PATH"))
-		}
-		cmd.Stdout, cmd.Stderr = logf, logf
-		s.mu.Lock()
-		select {
-		case <-s.stop:
-			s.mu.Unlock()
-			return
-		default:
-		}
-		if err := cmd.Start(); err != nil {
-			s.mu.Unlock()
-			return
-		}
-		s.cmd = cmd
-		s.starts++
-		s.mu.Unlock()
-		_ = cmd.Wait()
-		select {
-		case <-s.stop:
-			return
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// restart stops the running containerd; the loop starts it again.
-func (s *supervisor) restart() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd != nil && s.cmd.Process != nil {
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	}
-}
-
-// Starts returns how many times containerd was started.
-func (s *supervisor) Starts() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.starts
-}
-
-func (s *supervisor) shutdown() {
-	s.once.Do(func() {
-		s.mu.Lock()
-		close(s.stop)
-		if s.cmd != nil && s.cmd.Process != nil {
-			_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		}
-		s.mu.Unlock()
-		select {
-		case <-s.done:
-		case <-time.After(15 * time.Second):
-			s.mu.Lock()
-			if s.cmd != nil && s.cmd.Process != nil {
-				_ = s.cmd.Process.Kill()
-			}
-			s.mu.Unlock()
-			<-s.done
-		}
-	})
-}
 
 // result is one run of the isolator binary.
 type result struct {
@@ -455,7 +373,7 @@ func (h *host) isolator(env []string, args ...string) result {
 func (h *host) defaultFlags() []string {
 	return []string{"--restart", "signal", "--cri-endpoint", h.endpoint(), "--state-dir", "/opt/isolator-state",
 		"--kvm-device", h.kvm, "--containerd-binary", h.containerd, "--verify-timeout", "20s",
-		"--skip-sandbox-check=" + strconv.FormatBool(h.holder == nil)}
+		"--skip-sandbox-check=" + strconv.FormatBool(h.node == nil)}
 }
 
 // mustIsolator runs isolator and fails the test unless it exits 0.

@@ -59,20 +59,22 @@ func (h *host) connectNode(t *testing.T, c *cluster) (relay string) {
 			t.Fatalf("%v: %v: %s", args, err, out)
 		}
 	}
-	inNode := func(args ...string) { run(append([]string{"nsenter", "--net=" + h.ns("net"), "--"}, args...)...) }
+	inNode := func(args ...string) {
+		run(append([]string{"nsenter", "--net=" + h.node.Namespace("net"), "--"}, args...)...)
+	}
 	// A link a killed earlier run left behind goes first (its route goes with it).
 	_ = exec.Command("ip", "link", "del", linkHost).Run()
 	run("ip", "link", "add", linkHost, "type", "veth", "peer", "name", linkPeer)
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", linkHost).Run() })
-	run("ip", "link", "set", linkPeer, "netns", fmt.Sprint(h.holder.Process.Pid))
+	run("ip", "link", "set", linkPeer, "netns", fmt.Sprint(h.node.PID()))
 	run("ip", "addr", "add", linkMachine+"/30", "dev", linkHost)
 	run("ip", "link", "set", linkHost, "up")
-	run("ip", "route", "add", podSubnet, "via", linkNode, "dev", linkHost)
+	run("ip", "route", "add", harness.PodSubnet, "via", linkNode, "dev", linkHost)
 	inNode("ip", "addr", "add", linkNode+"/30", "dev", linkPeer)
 	inNode("ip", "link", "set", linkPeer, "up")
 	inNode("ip", "route", "add", "unreachable", "10.0.0.0/24")
 	inNode("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward") // this namespace's only
-	if out, err := exec.Command("nsenter", "--net="+h.ns("net"), "ip", "route", "get", "1.1.1.1").CombinedOutput(); err == nil {
+	if out, err := exec.Command("nsenter", "--net="+h.node.Namespace("net"), "ip", "route", "get", "1.1.1.1").CombinedOutput(); err == nil {
 		t.Fatalf("the connected node routes off the machine: %s", out)
 	}
 
@@ -169,12 +171,12 @@ func (h *host) startKubeProxy(t *testing.T, c *cluster, relay, node string) {
 	}
 	kc := nodeKubeconfig(t, c, relay, "system:kube-proxy")
 	config := filepath.Join(h.dir, "kube-proxy.yaml")
-	if err := os.WriteFile(config, fmt.Appendf(nil, kubeProxyConfig, kc, podSubnet, node), 0o644); err != nil {
+	if err := os.WriteFile(config, fmt.Appendf(nil, kubeProxyConfig, kc, harness.PodSubnet, node), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p, err := harness.StartProcess(harness.ProcessSpec{
 		Name: "kube-proxy", Path: "nsenter",
-		Args:    []string{"--mount=" + h.ns("mnt"), "--net=" + h.ns("net"), "--", bin, "--config=" + config, "--v=2"},
+		Args:    []string{"--mount=" + h.node.Namespace("mnt"), "--net=" + h.node.Namespace("net"), "--", bin, "--config=" + config, "--v=2"},
 		LogPath: filepath.Join(h.dir, "kube-proxy.log"),
 	})
 	if err != nil {

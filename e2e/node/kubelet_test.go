@@ -16,7 +16,6 @@ import (
 	nodev1 "k8s.io/api/node/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/scheme"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/isolator-dev/isolator/bootstrap/nodestate"
 	"github.com/isolator-dev/isolator/e2e/harness"
@@ -24,97 +23,25 @@ import (
 	"github.com/isolator-dev/isolator/internal/testfixtures/fakekata"
 )
 
-// kubeletConfig is the test node's kubelet. Settings that only this test environment
-// needs, not advice for clusters:
-//   - failCgroupV1: false. These machines run cgroup v1, which kubelet 1.37 refuses by
-//     default.
-//   - cgroupsPerQOS: false and no enforceNodeAllocatable, so the kubelet creates no
-//     kubepods hierarchy in the machine's cgroups.
-//   - oomScoreAdj: 0, resolvConf "", the eviction thresholds at 1%: the machine refuses
-//     a negative OOM score, pods resolve no names, and a shared disk must not evict them.
-//
-// It listens on loopback only and trusts only the test CA's client certificates.
-const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-failCgroupV1: false
-cgroupDriver: cgroupfs
-cgroupsPerQOS: false
-enforceNodeAllocatable: []
-failSwapOn: false
-containerRuntimeEndpoint: %q
-address: 127.0.0.1
-port: %d
-readOnlyPort: 0
-healthzPort: 0
-authentication:
-  anonymous: {enabled: false}
-  webhook: {enabled: false}
-  x509: {clientCAFile: %q}
-authorization: {mode: AlwaysAllow}
-resolvConf: ""
-oomScoreAdj: 0
-serializeImagePulls: false
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: "1Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
-`
-
-// startKubelet runs a real kubelet on the pod host, registering Node name. It runs in
-// the node's mount namespace, with containerd (it mounts pod volumes there), and in the
-// test's network namespace, where the apiserver listens.
+// startKubelet runs a real kubelet on the pod host (harness.Node.StartKubelet, whose
+// config says which settings only this environment needs), registering Node name.
 func (h *host) startKubelet(t *testing.T, c *cluster, name string) {
 	t.Helper()
-	bin := filepath.Join(toolsBin, "kubelet")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("kubelet is not built (%v): run make tools", err)
-	}
-	kc, err := c.cp.UserKubeconfig("system:node:"+name, "system:nodes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ports, err := harness.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	config := filepath.Join(h.dir, "kubelet.yaml")
-	data := fmt.Sprintf(kubeletConfig, h.endpoint(), ports[0], filepath.Join(c.cp.WorkDir(), "pki", "ca.crt"))
-	if err := os.WriteFile(config, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := harness.StartProcess(harness.ProcessSpec{
-		Name: "kubelet", Path: "nsenter",
-		Args: []string{"--mount=" + h.ns("mnt"), "--", bin, "--config=" + config, "--kubeconfig=" + kc,
-			"--hostname-override=" + name, "--v=2"},
-		LogPath: filepath.Join(h.dir, "kubelet.log"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			log, _ := os.ReadFile(p.LogPath())
+			log, _ := os.ReadFile(h.node.KubeletLog())
 			t.Logf("kubelet log, the test's pods (last 30 lines):\n%s", tail(grepLines(string(log), "-pod"), 30))
 			c.dumpPods(t)
-			logs, _ := filepath.Glob(filepath.Join(h.dir, "var-log", "pods", "*", "*", "*.log"))
+			logs, _ := filepath.Glob(h.node.Path("/var/log/pods/*/*/*.log"))
 			for _, l := range logs {
 				data, _ := os.ReadFile(l)
 				t.Logf("%s:\n%s", strings.TrimPrefix(l, h.dir), tail(string(data), 6))
 			}
 		}
-		_ = p.Stop(10 * time.Second)
 	})
-	waitForLong(t, "the kubelet's Node to be Ready", 2*time.Minute, func() bool {
-		n, err := c.client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
-		if err != nil {
-			return false
-		}
-		for _, cond := range n.Status.Conditions {
-			if cond.Type == corev1.NodeReady {
-				return cond.Status == corev1.ConditionTrue
-			}
-		}
-		return false
-	})
+	if err := h.node.StartKubelet(context.Background(), c.cp, name); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // dumpPods logs every pod's state and the Warning Events, for a failed test.
@@ -136,37 +63,18 @@ func (c *cluster) dumpPods(t *testing.T) {
 	}
 }
 
-// startScheduler runs kube-scheduler as system:kube-scheduler, as the bootstrap RBAC
-// policy expects.
+// startScheduler runs kube-scheduler against the cluster (harness), until the
+// control plane stops.
 func startScheduler(t *testing.T, c *cluster) {
 	t.Helper()
-	bin := filepath.Join(toolsBin, "kube-scheduler")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("kube-scheduler is not built (%v): run make tools", err)
-	}
-	kc, err := c.cp.UserKubeconfig("system:kube-scheduler")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ports, err := harness.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := harness.StartProcess(harness.ProcessSpec{
-		Name: "kube-scheduler", Path: bin,
-		Args: []string{"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
-			"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", ports[0]), "--leader-elect=false"},
-		LogPath: filepath.Join(c.cp.LogDir(), "kube-scheduler.log"),
-	})
+	p, err := c.cp.StartScheduler(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			log, _ := os.ReadFile(p.LogPath())
-			t.Logf("kube-scheduler log (last 20 lines):\n%s", tail(grepLines(string(log), "-pod"), 20))
+			t.Logf("kube-scheduler log (last 20 lines):\n%s", tail(grepLines(harness.LogTail(p.LogPath(), 2000), "-pod"), 20))
 		}
-		_ = p.Stop(10 * time.Second)
 	})
 }
 
@@ -217,7 +125,7 @@ func versionPod(ns, name string) *corev1.Pod {
 // podOutput is what the pod's container printed, from the kubelet's log file.
 func (h *host) podOutput(t *testing.T, pod *corev1.Pod) string {
 	t.Helper()
-	f := filepath.Join(h.dir, "var-log", "pods", fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), "main", "0.log")
+	f := filepath.Join(h.node.Path("/var/log/pods"), fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), "main", "0.log")
 	data, err := os.ReadFile(f)
 	if err != nil {
 		t.Fatalf("the pod's log: %v", err)
@@ -240,11 +148,11 @@ func criLogText(data []byte) string {
 // handlerOf is the runtime handler containerd started the pod's sandbox with.
 func (h *host) handlerOf(t *testing.T, pod *corev1.Pod) string {
 	t.Helper()
-	list, err := h.criClient(t, 10*time.Second).ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"io.kubernetes.pod.uid": string(pod.UID)}})
-	if err != nil || len(list) == 0 {
-		t.Fatalf("the pod's sandbox: %v (%d found)", err, len(list))
+	handler, err := h.node.PodHandler(context.Background(), string(pod.UID))
+	if err != nil {
+		t.Fatalf("the pod's sandbox: %v", err)
 	}
-	return list[0].GetRuntimeHandler()
+	return handler
 }
 
 // TestPodsRunOnTheNode: a real kubelet and kube-scheduler on the pod host. A runc-rc

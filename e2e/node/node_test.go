@@ -31,7 +31,7 @@ func TestInstallUninstall(t *testing.T) {
 			}
 
 			r := h.mustIsolator("install", "--artifacts", h.tarball)
-			if got := h.sup.Starts(); got != 2 {
+			if got := h.starts(); got != 2 {
 				t.Errorf("containerd started %d times after install, want 2 (one restart)", got)
 			}
 			if ok, st := h.served(); !ok {
@@ -43,7 +43,7 @@ func TestInstallUninstall(t *testing.T) {
 			}
 
 			again := h.mustIsolator("install", "--artifacts", h.tarball)
-			if got := h.sup.Starts(); got != 2 {
+			if got := h.starts(); got != 2 {
 				t.Errorf("second install restarted containerd (%d starts)", got)
 			}
 			if !strings.Contains(again.out, "changed false, containerd restarted false") {
@@ -56,7 +56,7 @@ func TestInstallUninstall(t *testing.T) {
 
 			u := h.mustIsolator("uninstall")
 			t.Logf("%s: uninstall took %s; containerd downtime %s", rt.name, u.took, u.downtime())
-			if got := h.sup.Starts(); got != 3 {
+			if got := h.starts(); got != 3 {
 				t.Errorf("containerd started %d times after uninstall, want 3", got)
 			}
 			if ok, _ := h.served(); ok {
@@ -78,8 +78,8 @@ func TestInstallUninstall(t *testing.T) {
 			}
 			// Uninstall is idempotent: a second one changes and restarts nothing.
 			u2 := h.mustIsolator("uninstall")
-			if !strings.Contains(u2.out, "changed false, containerd restarted false") || h.sup.Starts() != 3 {
-				t.Errorf("second uninstall: %q, %d starts", u2.out, h.sup.Starts())
+			if !strings.Contains(u2.out, "changed false, containerd restarted false") || h.starts() != 3 {
+				t.Errorf("second uninstall: %q, %d starts", u2.out, h.starts())
 			}
 		})
 	}
@@ -132,9 +132,9 @@ func TestCrashAtEachStep(t *testing.T) {
 			if ok, st := h.served(); !ok {
 				t.Fatalf("after rerun, kata not served: %+v", st)
 			}
-			starts := h.sup.Starts()
+			starts := h.starts()
 			again := h.mustIsolator("install", "--artifacts", h.tarball)
-			if h.sup.Starts() != starts || !strings.Contains(again.out, "containerd restarted false") {
+			if h.starts() != starts || !strings.Contains(again.out, "containerd restarted false") {
 				t.Errorf("install after convergence restarted containerd: %s", again.out)
 			}
 			status := h.mustIsolator("status")
@@ -235,8 +235,8 @@ func TestWriteFailureLeavesConfigIntact(t *testing.T) {
 			if !slices.Equal(after, before) && !slices.Equal(withoutConfD(after), before) {
 				t.Errorf("files after the failed install = %v, want %v", after, before)
 			}
-			if h.sup.Starts() != 1 {
-				t.Errorf("containerd was restarted (%d starts) although nothing was written", h.sup.Starts())
+			if h.starts() != 1 {
+				t.Errorf("containerd was restarted (%d starts) although nothing was written", h.starts())
 			}
 		})
 	}
@@ -295,8 +295,8 @@ func TestUpgradeSwapsWithoutRestart(t *testing.T) {
 			t.Fatalf("/opt/kata/current -> %q, %v; want version %s", target, err, v)
 		}
 		dirs = append(dirs, filepath.Base(target))
-		if want := 2; h.sup.Starts() != want {
-			t.Errorf("after installing %s containerd started %d times, want %d (only the first install restarts)", v, h.sup.Starts(), want)
+		if want := 2; h.starts() != want {
+			t.Errorf("after installing %s containerd started %d times, want %d (only the first install restarts)", v, h.starts(), want)
 		}
 		entries, _ := os.ReadDir(filepath.Join(h.opt, "kata", ".versions"))
 		var names []string
@@ -364,7 +364,7 @@ func TestValidationRejectsBeforeWriting(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(h.etc, "conf.d")); !os.IsNotExist(err) {
 		t.Errorf("drop-in directory written although validation failed: %v", err)
 	}
-	if h.sup.Starts() != 1 {
-		t.Errorf("containerd restarted (%d starts) although validation failed", h.sup.Starts())
+	if h.starts() != 1 {
+		t.Errorf("containerd restarted (%d starts) although validation failed", h.starts())
 	}
 }

@@ -3,18 +3,13 @@
 package node_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,206 +17,52 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	remote "k8s.io/cri-client/pkg"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/isolator-dev/isolator/bootstrap/nodestate"
+	"github.com/isolator-dev/isolator/e2e/harness"
 	"github.com/isolator-dev/isolator/internal/ociimage"
 	"github.com/isolator-dev/isolator/internal/testfixtures/fakekata"
 )
 
-// pauseRef is the pod hosts' sandbox image: built here, imported into containerd, and
-// pinned in its config, so that no test pulls from a registry.
-const pauseRef = "localhost/isolator-e2e/pause:1"
-
-// podSubnet is the pod hosts' pod range. It exists only inside the host's own network
-// namespace, which has no route anywhere else.
-const podSubnet = "10.244.0.0/24"
-
-// podHostConfig is the node admin's containerd 2.x config on a pod host: the CNI
-// configuration, network namespaces under containerd's own state directory (not the
-// machine's /run/netns) and the local pause image. restrict_oom_score_adj keeps pods'
-// OOM scores at or above containerd's own, as containerd does in kind and other nested
-// setups: the machines the suites run on refuse a lower score (the sandbox's -998).
-const podHostConfig = `version = 3
-
-[plugins.'io.containerd.cri.v1.images'.pinned_images]
-  sandbox = '%s'
-
-[plugins.'io.containerd.cri.v1.runtime']
-  netns_mounts_under_state_dir = true
-  restrict_oom_score_adj = true
-
-[plugins.'io.containerd.cri.v1.runtime'.cni]
-  bin_dirs = ['/opt/cni/bin']
-  conf_dir = '%s'
-`
-
-// cniConfig is the pod network: Debian's bridge, host-local and loopback plugins,
-// with the address leases kept in the test's directory. Pods route everything to the
-// bridge; the node's namespace, which has no default route, takes it no further.
-const cniConfig = `{
-  "cniVersion": "1.0.0",
-  "name": "isolator-e2e",
-  "plugins": [
-    {"type": "bridge", "bridge": "isolator0", "isGateway": true, "ipMasq": false,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "dataDir": %q,
-              "routes": [{"dst": "0.0.0.0/0"}]}},
-    {"type": "loopback"}
-  ]
-}
-`
-
-// newPodHost is a test node that can start pod sandboxes as a kubelet's node can:
-// containerd 2.4 in a network namespace of its own (so the CNI bridge and every pod
-// address exist only there; no route leads off the machine), Debian's CNI plugins and
-// runc, and the pause image imported into containerd's k8s.io namespace. The Kata
-// release is rel, whose shim decides whether sandboxes start.
+// newPodHost is a test node that can start pod sandboxes as a kubelet's node can: a
+// harness.Node (containerd 2.4 in network and mount namespaces of its own, Debian's CNI
+// plugins and runc, the pause image imported). The Kata release is rel, whose shim
+// decides whether sandboxes start.
 func newPodHost(t *testing.T, rel fakekata.Release) *host {
 	t.Helper()
-	var c2 runtimeSpec
-	for _, rt := range runtimes(t) {
-		if rt.name == "containerd-2.4" {
-			c2 = rt
-		}
-	}
-	h := newHost(t, c2)
-	// The stand-in for /dev/kvm is a character device (/dev/null's numbers) here, so
-	// that the DaemonSet's pod opens it read-write through its read-only view of the
-	// host, as it opens the real /dev/kvm.
-	if err := os.Remove(h.kvm); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mknod(h.kvm, unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	if h.tarball, err = rel.WriteTarball(h.dir); err != nil {
-		t.Fatal(err)
-	}
-
-	// The node's namespaces live as long as a process holds them. In the mount
-	// namespace the test's directories stand for the node's /etc/containerd, /opt, /run
-	// (containerd's NRI socket, shim sockets, runc state), /var/lib (CNI's cache, the
-	// kubelet) and /var/log (pod logs); the network namespace has only its loopback.
-	binds := fmt.Sprintf("mount --bind %s /etc/containerd && mount --bind %s /opt && mount --bind %s /run && "+
-		"mount --bind %s /var/lib && mount --bind %s /var/log", h.etc, h.opt, h.run(), filepath.Join(h.dir, "var-lib"), filepath.Join(h.dir, "var-log"))
-	holder := exec.Command("unshare", "--mount", "--propagation", "private", "--net", "--", "sh", "-c",
-		binds+" && ip link set lo up && echo ready && exec sleep infinity")
-	ready, err := holder.StdoutPipe()
+	runtimes(t)
+	dir, err := os.MkdirTemp("", "isolator-node-e2e-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	holder.Stderr = &stderr
-	if err := holder.Start(); err != nil {
-		t.Fatalf("node namespaces: %v", err)
-	}
+	n, err := harness.StartNode(context.Background(), harness.NodeOptions{Dir: dir})
 	t.Cleanup(func() {
-		// Whatever still runs in the node (shims, pods) goes with it.
-		killNamespace(fmt.Sprintf("/proc/%d/ns/mnt", holder.Process.Pid))
-		_ = holder.Process.Kill()
-		_ = holder.Wait()
-	})
-	if line, err := bufio.NewReader(ready).ReadString('\n'); err != nil || line != "ready\n" {
-		t.Fatalf("node namespaces: %q %v: %s", line, err, stderr.String())
-	}
-	h.holder = holder
-	// No route off the machine: the namespace has its loopback and, once a pod starts,
-	// the bridge to the pod range; nothing else.
-	if out, err := exec.Command("nsenter", "--net="+h.ns("net"), "ip", "route", "get", "1.1.1.1").CombinedOutput(); err == nil {
-		t.Fatalf("the pod host's network namespace routes off the machine: %s", out)
-	}
-
-	bin := filepath.Join(h.opt, "cni", "bin") // /opt/cni/bin on the node
-	if err := os.MkdirAll(bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{"bridge", "host-local", "loopback"} {
-		if err := os.Symlink(filepath.Join("/usr/lib/cni", p), filepath.Join(bin, p)); err != nil {
-			t.Fatal(err)
+		if n != nil {
+			_ = n.Stop()
 		}
-	}
-	conf := filepath.Join(h.dir, "cni-conf")
-	if err := os.MkdirAll(conf, 0o755); err != nil {
+		if t.Failed() {
+			t.Logf("containerd log (last 30 lines):\n%s", harness.LogTail(filepath.Join(dir, "containerd.log"), 30))
+		}
+		_ = os.RemoveAll(dir)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(conf, "10-isolator-e2e.conflist"), fmt.Appendf(nil, cniConfig, podSubnet, filepath.Join(h.dir, "cni-ipam")), 0o644); err != nil {
+	h := &host{
+		t: t, dir: dir, etc: n.Path("/etc/containerd"), opt: n.Path("/opt"),
+		sock: n.Socket(), containerd: n.Containerd(), kvm: n.KVMDevice(), node: n,
+	}
+	if h.tarball, err = rel.WriteTarball(dir); err != nil {
 		t.Fatal(err)
 	}
-	h.writeConfig(fmt.Appendf(nil, podHostConfig, pauseRef, conf))
-	h.startContainerd(nil)
-	h.importImage(pauseArchive(t))
 	return h
 }
 
-// killNamespace kills every process in the mount namespace mnt (a /proc/<pid>/ns/mnt
-// path), so that no shim or container of a test node outlives the test.
-func killNamespace(mnt string) {
-	want, err := os.Readlink(mnt)
-	if err != nil {
-		return
-	}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if got, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && got == want {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-}
-
-var pause struct {
-	once    sync.Once
-	archive string
-	err     error
-}
-
-// pauseArchive builds the pause image once per run of the suite.
-func pauseArchive(t *testing.T) string {
-	t.Helper()
-	pause.once.Do(func() {
-		dir, err := os.MkdirTemp("", "isolator-pause-")
-		if err != nil {
-			pause.err = err
-			return
-		}
-		binary := filepath.Join(dir, "pause")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", binary, "github.com/isolator-dev/isolator/internal/testfixtures/pause")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			pause.err = fmt.Errorf("build the pause binary: %w: %s", err, out)
-			return
-		}
-		img, err := ociimage.Build(ociimage.Spec{
-			Files:      []ociimage.File{{Path: "/pause", Source: binary}},
-			Entrypoint: []string{"/pause"}, User: "65535:65535", Arch: runtime.GOARCH,
-		})
-		if err == nil {
-			pause.archive = filepath.Join(dir, "pause.oci.tar")
-			err = ociimage.WriteArchive(pause.archive, pauseRef, img)
-		}
-		pause.err = err
-	})
-	if pause.err != nil {
-		t.Fatalf("pause image: %v", pause.err)
-	}
-	return pause.archive
-}
-
-// importImage loads an OCI archive into containerd's k8s.io namespace, where CRI
-// (and so the kubelet) looks for images.
+// importImage loads an OCI archive into the pod host's containerd (k8s.io namespace).
 func (h *host) importImage(archive string) {
 	h.t.Helper()
-	ctr := filepath.Join(toolsBin, "ctr2")
-	out, err := exec.Command(ctr, "--address", h.sock, "--namespace", "k8s.io", "images", "import",
-		"--platform", "linux/"+runtime.GOARCH, archive).CombinedOutput()
-	if err != nil {
-		h.t.Fatalf("ctr images import %s: %v: %s", archive, err, out)
+	if err := h.node.ImportImage(context.Background(), archive); err != nil {
+		h.t.Fatal(err)
 	}
 }
 
@@ -229,7 +70,7 @@ func (h *host) importImage(archive string) {
 // bounds each call. The client closes when the test ends.
 func (h *host) criClient(t *testing.T, timeout time.Duration) internalapi.RuntimeService {
 	t.Helper()
-	svc, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(h.endpoint()).WithConnectionTimeout(timeout).Build(context.Background())
+	svc, err := h.node.CRI(context.Background(), timeout)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,9 +65,9 @@ func (f *fakeSystemd) RestartUnit(name, mode string) (dbus.ObjectPath, *dbus.Err
 	f.mu.Unlock()
 	job := dbus.ObjectPath(fmt.Sprintf("/org/freedesktop/systemd1/job/%d", id))
 	go func() {
-		starts := f.h.sup.Starts()
-		f.h.sup.restart()
-		for deadline := time.Now().Add(30 * time.Second); f.h.sup.Starts() == starts && time.Now().Before(deadline); {
+		starts := f.h.starts()
+		f.h.sup.Restart()
+		for deadline := time.Now().Add(30 * time.Second); f.h.starts() == starts && time.Now().Before(deadline); {
 			time.Sleep(10 * time.Millisecond)
 		}
 		_ = f.conn.Emit("/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager.JobRemoved", id, job, name, "done")
