@@ -5,6 +5,14 @@
 // pod landed and why. It keeps running until Ctrl-C so that kubectl can look around;
 // DEMO_EXIT=1 prints and exits, for scripts.
 //
+// As root it also runs a node (harness.Node: containerd 2.4, runc, a CNI bridge, a
+// kubelet and kube-scheduler, in namespaces of its own), so the pods really run: the
+// table's STATUS column says Running for runc-rc pods, and Pending with the scheduler's
+// reason for kata-rc pods until `isolator node install` has installed Kata on the node
+// and a sandbox started there. Kata's VM cannot start on these machines, so the Kata
+// release the demo installs has a stand-in shim: containerd's runc shim under Kata's
+// name (e2e/tools/containerd/kata-standin). kata-rc pods then run, in runc containers.
+//
 // Run it with `make demo`, which builds the binaries it needs first.
 package main
 
@@ -28,6 +36,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/isolator-dev/isolator/bootstrap/nodestate"
 	"github.com/isolator-dev/isolator/e2e/harness"
 	"github.com/isolator-dev/isolator/policy"
 )
@@ -52,10 +61,18 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	withNode := os.Geteuid() == 0
+	opts := harness.Options{LogDir: logDir}
+	if withNode {
+		// The kubelet registers its Node with the not-ready taint, which the node
+		// lifecycle controller lifts once the Node is Ready (the flag adds to the
+		// harness's list).
+		opts.ControllerManagerFlags = []string{"--controllers=node-lifecycle-controller"}
+	}
 	step("starting etcd, kube-apiserver and kube-controller-manager on loopback ports (logs in %s)", logDir)
-	startCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	startCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	cp, err := harness.Start(startCtx, harness.Options{LogDir: logDir})
+	cp, err := harness.Start(startCtx, opts)
 	if err != nil {
 		return err
 	}
@@ -88,24 +105,64 @@ func run(ctx context.Context) error {
 		return err
 	}
 
-	step("creating the example namespaces and pods (manifests/examples/pods.yaml) and a Deployment")
-	rows, err := createExamples(startCtx, cp, snap, filepath.Join(manifests, "examples", "pods.yaml"))
+	namespaces, pods, err := readExamples(filepath.Join(manifests, "examples", "pods.yaml"))
 	if err != nil {
 		return err
 	}
-	depRows, err := createDeployment(startCtx, cp, snap)
+	dep := checkoutDeployment()
+	var node *demoNode
+	if withNode {
+		dir, err := os.MkdirTemp("", "isolator-demo-node-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		step("starting %s: containerd 2.4 with runc and a CNI bridge, in mount and network namespaces of its own, a kubelet and kube-scheduler (files in %s)", nodeName, dir)
+		if node, err = startNode(startCtx, cp, dir, append(pods, &corev1.Pod{Spec: dep.Spec.Template.Spec})); err != nil {
+			return err
+		}
+		defer func() {
+			step("stopping %s and its pods", nodeName)
+			_ = node.Stop()
+		}()
+	} else {
+		step("not running as root, so no node: the pods are admitted and stored but not run (a node needs mount and network namespaces and containerd; run make demo as root to see them run)")
+	}
+
+	step("creating the example namespaces and pods (manifests/examples/pods.yaml) and a Deployment")
+	rows, err := createExamples(startCtx, cp, snap, namespaces, pods)
+	if err != nil {
+		return err
+	}
+	depRows, err := createDeployment(startCtx, cp, snap, dep)
 	if err != nil {
 		return err
 	}
 	rows = append(rows, depRows...)
-	printTable(rows)
+	if node != nil {
+		step("waiting for the pods to run on %s, or for the scheduler to say why not", nodeName)
+		settle(startCtx, cp, rows, false)
+	}
+	printTable(startCtx, node, rows, true)
+
+	if node != nil {
+		fmt.Printf("\n%s is labelled %s=%s: no Kata yet, so kata-rc pods wait.\n\n", nodeName, nodestate.LabelRuntime, node.kataRuntimeLabel(startCtx))
+		step("installing Kata on %s with `isolator node install`, as the DaemonSet does (a stand-in shim takes the Kata VM's place: see README)", nodeName)
+		if err := node.installKata(startCtx); err != nil {
+			return err
+		}
+		step("%s is labelled %s=%s; waiting for the kata-rc pods to run", nodeName, nodestate.LabelRuntime, node.kataRuntimeLabel(startCtx))
+		settle(startCtx, cp, rows, true)
+		printTable(startCtx, node, rows, false)
+		node.showOutput(startCtx, rows)
+	}
 
 	tools := harness.ToolsBin()
 	fmt.Printf(`
 The control plane keeps running. To look around with kubectl:
 
   export KUBECONFIG=%s
-  %s/kubectl get pods -A -o custom-columns=NAMESPACE:.metadata.namespace,POD:.metadata.name,CLASS:.spec.runtimeClassName,RULE:.metadata.annotations.isolator\.dev/rule
+  %s/kubectl get pods -A -o custom-columns=NAMESPACE:.metadata.namespace,POD:.metadata.name,CLASS:.spec.runtimeClassName,RULE:.metadata.annotations.isolator\.dev/rule,NODE:.spec.nodeName
   %s/kubectl -n isolator-system get configmaps -l isolator.dev/policy=true
 
 The webhook's log is %s and its metrics are at %s.
@@ -131,7 +188,9 @@ func loadPolicy(path string) (*policy.Snapshot, error) {
 	return policy.Compile(srcs...)
 }
 
-type row struct{ ns, pod, class, rule, why string }
+// row is one pod of the table: shown as pod, found by name (and uid, empty when the
+// pod was refused).
+type row struct{ ns, pod, name, uid, class, rule, why string }
 
 // lastWarning keeps the admission warning of the last request (pods are created one
 // at a time).
@@ -161,15 +220,47 @@ func explain(snap *policy.Snapshot, p *corev1.Pod, nsLabels map[string]string) s
 	return d.Reason
 }
 
-func createExamples(ctx context.Context, cp *harness.ControlPlane, snap *policy.Snapshot, path string) ([]row, error) {
+// readExamples reads the namespaces and pods of the examples file. The pods' images
+// are never pulled (pullNever): the demo's node has them.
+func readExamples(path string) ([]corev1.Namespace, []*corev1.Pod, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	docs, err := policy.SplitDocuments(bytes.NewReader(data))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var namespaces []corev1.Namespace
+	var pods []*corev1.Pod
+	for _, doc := range docs {
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		switch tm.Kind {
+		case "Namespace":
+			var ns corev1.Namespace
+			if err := yaml.UnmarshalStrict(doc, &ns); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", path, err)
+			}
+			namespaces = append(namespaces, ns)
+		case "Pod":
+			var p corev1.Pod
+			if err := yaml.UnmarshalStrict(doc, &p); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", path, err)
+			}
+			if p.Namespace == "" {
+				p.Namespace = metav1.NamespaceDefault
+			}
+			pullNever(&p.Spec)
+			pods = append(pods, &p)
+		}
+	}
+	return namespaces, pods, nil
+}
+
+func createExamples(ctx context.Context, cp *harness.ControlPlane, snap *policy.Snapshot, namespaces []corev1.Namespace, pods []*corev1.Pod) ([]row, error) {
 	warn := &lastWarning{}
 	cfg := cp.RESTConfig()
 	cfg.WarningHandler = warn
@@ -177,35 +268,13 @@ func createExamples(ctx context.Context, cp *harness.ControlPlane, snap *policy.
 	if err != nil {
 		return nil, err
 	}
-	nsLabels := map[string]map[string]string{}
-	var pods []*corev1.Pod
-	for _, doc := range docs {
-		var tm metav1.TypeMeta
-		if err := yaml.Unmarshal(doc, &tm); err != nil {
+	for _, ns := range namespaces {
+		if _, err := cp.CreateNamespace(ctx, ns.Name, ns.Labels); err != nil {
 			return nil, err
-		}
-		switch tm.Kind {
-		case "Namespace":
-			var ns corev1.Namespace
-			if err := yaml.UnmarshalStrict(doc, &ns); err != nil {
-				return nil, err
-			}
-			if _, err := cp.CreateNamespace(ctx, ns.Name, ns.Labels); err != nil {
-				return nil, err
-			}
-		case "Pod":
-			var p corev1.Pod
-			if err := yaml.UnmarshalStrict(doc, &p); err != nil {
-				return nil, err
-			}
-			pods = append(pods, &p)
 		}
 	}
 	var rows []row
 	for _, p := range pods {
-		if p.Namespace == "" {
-			p.Namespace = "default"
-		}
 		if _, err := cp.CreateNamespace(ctx, p.Namespace, nil); err != nil {
 			return nil, err
 		}
@@ -213,17 +282,16 @@ func createExamples(ctx context.Context, cp *harness.ControlPlane, snap *policy.
 		if err != nil {
 			return nil, err
 		}
-		nsLabels[p.Namespace] = ns.Labels
 		warn.text = ""
 		got, err := c.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{})
 		var status apierrors.APIStatus
 		switch {
 		case err == nil && warn.text != "":
-			rows = append(rows, row{p.Namespace, p.Name, classOf(got), got.Annotations[policy.AnnotationRule], "warning: " + warn.text})
+			rows = append(rows, row{p.Namespace, p.Name, p.Name, string(got.UID), classOf(got), got.Annotations[policy.AnnotationRule], "warning: " + warn.text})
 		case err == nil:
-			rows = append(rows, row{p.Namespace, p.Name, classOf(got), got.Annotations[policy.AnnotationRule], explain(snap, got, ns.Labels)})
+			rows = append(rows, row{p.Namespace, p.Name, p.Name, string(got.UID), classOf(got), got.Annotations[policy.AnnotationRule], explain(snap, got, ns.Labels)})
 		case errors.As(err, &status) && apierrors.IsForbidden(err):
-			rows = append(rows, row{p.Namespace, p.Name, "DENIED", "", status.Status().Message})
+			rows = append(rows, row{p.Namespace, p.Name, p.Name, "", "DENIED", "", status.Status().Message})
 		default:
 			return nil, fmt.Errorf("creating pod %s/%s: %w", p.Namespace, p.Name, err)
 		}
@@ -231,8 +299,8 @@ func createExamples(ctx context.Context, cp *harness.ControlPlane, snap *policy.
 	return rows, nil
 }
 
-func createDeployment(ctx context.Context, cp *harness.ControlPlane, snap *policy.Snapshot) ([]row, error) {
-	c := cp.Client()
+// checkoutDeployment is the demo's Deployment: two replicas of a shop image.
+func checkoutDeployment() *appsv1.Deployment {
 	replicas := int32(2)
 	labels := map[string]string{"app": "checkout"}
 	dep := &appsv1.Deployment{
@@ -246,6 +314,13 @@ func createDeployment(ctx context.Context, cp *harness.ControlPlane, snap *polic
 			},
 		},
 	}
+	pullNever(&dep.Spec.Template.Spec)
+	return dep
+}
+
+func createDeployment(ctx context.Context, cp *harness.ControlPlane, snap *policy.Snapshot, dep *appsv1.Deployment) ([]row, error) {
+	c := cp.Client()
+	replicas := int(*dep.Spec.Replicas)
 	if _, err := c.AppsV1().Deployments("shop").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
@@ -257,7 +332,7 @@ func createDeployment(ctx context.Context, cp *harness.ControlPlane, snap *polic
 	err = harness.WaitFor(ctx, time.Minute, "the Deployment's pods", func(ctx context.Context) (bool, error) {
 		var err error
 		pods, err = c.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{LabelSelector: "app=checkout"})
-		return err == nil && len(pods.Items) == int(replicas), err
+		return err == nil && len(pods.Items) == replicas, err
 	})
 	if err != nil {
 		return nil, err
@@ -265,7 +340,7 @@ func createDeployment(ctx context.Context, cp *harness.ControlPlane, snap *polic
 	var rows []row
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		rows = append(rows, row{p.Namespace, p.Name + " (Deployment checkout)", classOf(p), p.Annotations[policy.AnnotationRule], explain(snap, p, ns.Labels)})
+		rows = append(rows, row{p.Namespace, p.Name + " (Deployment checkout)", p.Name, string(p.UID), classOf(p), p.Annotations[policy.AnnotationRule], explain(snap, p, ns.Labels)})
 	}
 	return rows, nil
 }
@@ -277,16 +352,26 @@ func classOf(p *corev1.Pod) string {
 	return *p.Spec.RuntimeClassName
 }
 
-func printTable(rows []row) {
+// printTable prints the rows with each pod's STATUS on the node; full adds the rule
+// and the reason of each decision.
+func printTable(ctx context.Context, node *demoNode, rows []row, full bool) {
 	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAMESPACE\tPOD\tRUNTIMECLASS\tRULE\tWHY")
+	if full {
+		fmt.Fprintln(tw, "NAMESPACE\tPOD\tRUNTIMECLASS\tSTATUS\tRULE\tWHY")
+	} else {
+		fmt.Fprintln(tw, "NAMESPACE\tPOD\tRUNTIMECLASS\tSTATUS")
+	}
 	for _, r := range rows {
 		rule := r.rule
 		if rule == "" {
 			rule = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.ns, r.pod, r.class, rule, r.why)
+		if full {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ns, r.pod, r.class, node.status(ctx, r), rule, r.why)
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ns, r.pod, r.class, node.status(ctx, r))
+		}
 	}
 	_ = tw.Flush()
 }

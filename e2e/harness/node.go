@@ -418,6 +418,28 @@ func (n *Node) StartKubelet(ctx context.Context, cp *ControlPlane, name string) 
 	return nil
 }
 
+// PodOutput is what the first run of a pod's container printed, from the log file the
+// kubelet keeps under the node's /var/log/pods.
+func (n *Node) PodOutput(pod *corev1.Pod, container string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(n.Path("/var/log/pods"), fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), container, "0.log"))
+	if err != nil {
+		return "", err
+	}
+	return CRILogText(data), nil
+}
+
+// CRILogText is the text of a CRI container log, whose lines are
+// "<time> <stream> <tag> <text>".
+func CRILogText(data []byte) string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if f := strings.SplitN(l, " ", 4); len(f) == 4 {
+			out = append(out, f[3])
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // KubeletLog is the kubelet's log.
 func (n *Node) KubeletLog() string { return filepath.Join(n.dir, "kubelet.log") }
 
@@ -443,12 +465,15 @@ func (n *Node) Stop() error {
 }
 
 // killNamespace kills every process in the mount namespace mnt (a /proc/<pid>/ns/mnt
-// path), so that no shim or container of a node outlives it.
+// path) and all their descendants, so that no shim of a node, nor any container its
+// shims started (each in a mount namespace of its own), outlives the node.
 func killNamespace(mnt string) {
 	want, err := os.Readlink(mnt)
 	if err != nil {
 		return
 	}
+	parents := map[int]int{}
+	var doomed []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -456,7 +481,30 @@ func killNamespace(mnt string) {
 			continue
 		}
 		if got, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && got == want {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+			doomed = append(doomed, pid)
 		}
+		if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+			// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+			if i := bytes.LastIndexByte(stat, ')'); i > 0 {
+				if f := strings.Fields(string(stat[i+1:])); len(f) > 1 {
+					parents[pid], _ = strconv.Atoi(f[1])
+				}
+			}
+		}
+	}
+	inNode := map[int]bool{}
+	for _, pid := range doomed {
+		inNode[pid] = true
+	}
+	for pid := range parents {
+		for p, depth := parents[pid], 0; p > 1 && depth < 64; p, depth = parents[p], depth+1 {
+			if inNode[p] {
+				doomed = append(doomed, pid)
+				break
+			}
+		}
+	}
+	for _, pid := range doomed {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }

@@ -122,27 +122,14 @@ func versionPod(ns, name string) *corev1.Pod {
 	}
 }
 
-// podOutput is what the pod's container printed, from the kubelet's log file.
+// podOutput is what the pod's container "main" printed.
 func (h *host) podOutput(t *testing.T, pod *corev1.Pod) string {
 	t.Helper()
-	f := filepath.Join(h.node.Path("/var/log/pods"), fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), "main", "0.log")
-	data, err := os.ReadFile(f)
+	out, err := h.node.PodOutput(pod, "main")
 	if err != nil {
 		t.Fatalf("the pod's log: %v", err)
 	}
-	return criLogText(data)
-}
-
-// criLogText is the text of a CRI container log, whose lines are
-// "<time> <stream> <tag> <text>".
-func criLogText(data []byte) string {
-	var out []string
-	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		if f := strings.SplitN(l, " ", 4); len(f) == 4 {
-			out = append(out, f[3])
-		}
-	}
-	return strings.Join(out, "\n")
+	return out
 }
 
 // handlerOf is the runtime handler containerd started the pod's sandbox with.

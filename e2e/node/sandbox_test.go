@@ -281,7 +281,7 @@ func (h *host) runOnce(handler, image string, args ...string) (string, int32) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return criLogText(data), st.GetExitCode()
+	return harness.CRILogText(data), st.GetExitCode()
 }
 
 // TestImagesRun: the images `make images` builds (internal/ociimage, the Dockerfile's
