@@ -32,10 +32,12 @@ export ISOLATOR_WEBHOOK_BIN := $(BIN)/isolator-webhook
 # Debian packages the e2e suites run: etcd for the control plane, Debian's containerd
 # 1.6 beside the module-built 2.4 for the node suite, dbus-daemon for the systemd
 # stand-in's bus, and for the real node runc, the CNI plugins (bridge, host-local,
-# loopback), iproute2 and iptables (kube-proxy). The demo needs only etcd. `make prereqs`
-# installs what is missing (as root), or prints the apt-get line to run.
+# loopback), iproute2 and iptables (kube-proxy). The demo needs etcd, and as root, for
+# its node, runc, the CNI plugins and iproute2. `make prereqs` installs what is missing
+# (as root), or prints the apt-get line to run.
 DEBIAN_PACKAGES := etcd-server containerd dbus-daemon runc containernetworking-plugins iproute2 iptables
 DEMO_PACKAGES   := etcd-server
+DEMO_NODE_PACKAGES := runc containernetworking-plugins iproute2
 
 all: build
 
@@ -147,11 +149,19 @@ images: ## Build the webhook and node images as OCI archives, no Docker (KATA_RE
 clean:
 	rm -rf $(BIN)
 
+# Test tool builds (kube-apiserver, containerd, ...), one file per tool module.
+include $(wildcard e2e/tools/*.mk)
+
 # The demo builds only what it runs: etcd (Debian), the control plane (kube-tools), the
 # webhook binary the image ships, and the demo itself, each step saying what it does.
-demo: demo-prereqs kube-tools ## Run isolator on a local control plane with the example policies and pods (DEMO_EXIT=1 to exit)
-	@echo "demo: building bin/isolator-webhook"
+# As root it also runs a node, which needs kubelet, kube-scheduler, containerd 2.4 with
+# its runc shim and ctr, the stand-in Kata shim, and bin/isolator (DEMO_NODE_TOOLS).
+DEMO_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
+DEMO_NODE_TOOLS := $(if $(DEMO_ROOT),$(TOOLS_BIN)/kubelet $(TOOLS_BIN)/kube-scheduler $(CONTAINERD2_BIN) $(CTR2_BIN) $(RUNC_SHIM_BIN) $(KATA_STANDIN_BIN))
+demo: demo-prereqs kube-tools $(DEMO_NODE_TOOLS) ## Run isolator on a local control plane with the example policies and pods, on a node when root (DEMO_EXIT=1 to exit)
+	@echo "demo: building bin/isolator-webhook$(if $(DEMO_ROOT), and bin/isolator)"
 	@$(GO) build -trimpath -tags webhookonly -ldflags '$(LDFLAGS)' -o $(BIN)/isolator-webhook ./cmd/isolator
+	@$(if $(DEMO_ROOT),$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/isolator ./cmd/isolator)
 	@echo "demo: building the demo (bin/demo; about 2 minutes the first time on 2 cores, then cached)"
 	@start=$$SECONDS; ( while sleep 30; do echo "demo:   ... still compiling ($$((SECONDS - start))s)"; done ) & beat=$$!; \
 	  trap 'kill $$beat 2>/dev/null || true' EXIT; $(GO) build -o $(BIN)/demo ./e2e/demo
@@ -161,11 +171,9 @@ prereqs: ## Install the Debian packages the tests need when missing (as root), o
 	@e2e/tools/debian-packages.sh prereqs $(DEBIAN_PACKAGES)
 
 demo-prereqs:
-	@e2e/tools/debian-packages.sh demo $(DEMO_PACKAGES)
+	@e2e/tools/debian-packages.sh demo $(DEMO_PACKAGES) $(if $(DEMO_ROOT),$(DEMO_NODE_PACKAGES))
 
 # The packages, for .ci/run.
 print-debian-packages:
 	@echo $(DEBIAN_PACKAGES)
 
-# Test tool builds (kube-apiserver, containerd, ...), one file per tool module.
-include $(wildcard e2e/tools/*.mk)
