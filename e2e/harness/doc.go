@@ -4,9 +4,20 @@
 // directories. The apiserver authorizes with Node,RBAC and runs the default admission
 // plugins (RuntimeClass among them); the controller-manager runs the workload controllers,
 // so Deployments, ReplicaSets, Jobs and CronJobs really create pods, and new namespaces get
-// their default ServiceAccount. There is no scheduler and no kubelet: pods are admitted and
-// stored, never run. (A CronJob's pods appear at its next scheduled minute, as in a
-// cluster: a test that needs them quickly creates a Job from the CronJob's template.)
+// their default ServiceAccount. By default there is no scheduler and no kubelet: pods are
+// admitted and stored, never run. (A CronJob's pods appear at its next scheduled minute, as
+// in a cluster: a test that needs them quickly creates a Job from the CronJob's template.)
+//
+// # Nodes
+//
+// Where pods must run, StartScheduler adds kube-scheduler, and StartNode (as root) a node:
+// containerd 2.x with Debian's runc and CNI plugins, in a mount namespace where directories
+// of its own stand for /etc/containerd, /opt, /run, /var/lib and /var/log, and a network
+// namespace whose only addresses are its loopback and the pods' bridge (no route leaves the
+// machine). Node.StartKubelet registers it with a real kubelet. Images are imported, never
+// pulled: GoImage builds one from a Go package, Node.ImportImage and TagImage load and name
+// it. The Kata VM cannot start on these machines; the e2e suites and the demo install a
+// Kata release whose shim is a stand-in (e2e/tools/containerd/kata-standin).
 //
 // The core API needs no *testing.T, so a demo program can use it too:
 //
