@@ -30,7 +30,7 @@ import (
 // decides whether sandboxes start.
 func newPodHost(t *testing.T, rel fakekata.Release) *host {
 	t.Helper()
-	runtimes(t)
+	requireRoot(t)
 	dir, err := os.MkdirTemp("", "isolator-node-e2e-")
 	if err != nil {
 		t.Fatal(err)
