@@ -119,12 +119,16 @@ func run(ctx context.Context) error {
 		defer os.RemoveAll(dir)
 		step("starting %s: containerd 2.4 with runc and a CNI bridge, in mount and network namespaces of its own, a kubelet and kube-scheduler (files in %s)", nodeName, dir)
 		if node, err = startNode(startCtx, cp, dir, append(pods, &corev1.Pod{Spec: dep.Spec.Template.Spec})); err != nil {
-			return err
+			// A root shell without the privileges a node needs (a container, say)
+			// still shows every decision.
+			step("%s did not start, so the pods are admitted and stored but not run: %v", nodeName, err)
+			node = nil
+		} else {
+			defer func() {
+				step("stopping %s and its pods", nodeName)
+				_ = node.Stop()
+			}()
 		}
-		defer func() {
-			step("stopping %s and its pods", nodeName)
-			_ = node.Stop()
-		}()
 	} else {
 		step("not running as root, so no node: the pods are admitted and stored but not run (a node needs mount and network namespaces and containerd; run make demo as root to see them run)")
 	}
