@@ -232,8 +232,12 @@ func (n *Node) startNamespaces() error {
 		return fmt.Errorf("the node's namespaces: %w", err)
 	}
 	n.holder = holder
-	if line, err := bufio.NewReader(ready).ReadString('\n'); err != nil || line != "ready\n" {
-		return fmt.Errorf("the node's namespaces: %q %v: %s", line, err, stderr.String())
+	line, err := bufio.NewReader(ready).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("the node's namespaces: %w: %s", err, stderr.String())
+	}
+	if line != "ready\n" {
+		return fmt.Errorf("the node's namespaces: %q: %s", line, stderr.String())
 	}
 	if out, err := exec.Command("nsenter", "--net="+n.Namespace("net"), "ip", "route", "get", "1.1.1.1").CombinedOutput(); err == nil {
 		return fmt.Errorf("the node's network namespace routes off the machine: %s", out)
