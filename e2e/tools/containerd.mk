@@ -10,26 +10,20 @@ CONTAINERD2_BIN    := $(TOOLS_BIN)/containerd2
 CTR2_BIN           := $(TOOLS_BIN)/ctr2
 RUNC_SHIM_BIN      := $(TOOLS_BIN)/containerd-shim-runc-v2
 KATA_STANDIN_BIN   := $(TOOLS_BIN)/containerd-shim-kata-standin
-CONTAINERD_GOFLAGS := -trimpath -tags 'no_btrfs no_devmapper no_zfs'
+CONTAINERD_GOFLAGS := -tags 'no_btrfs no_devmapper no_zfs'
 
 tools: $(CONTAINERD2_BIN) $(CTR2_BIN) $(RUNC_SHIM_BIN) $(KATA_STANDIN_BIN)
 
+CONTAINERD_ABOUT := from the containerd module pinned in e2e/tools/containerd (the first build takes a few minutes on 2 cores; the others reuse most of it)
+
 $(CONTAINERD2_BIN): e2e/tools/containerd/go.mod e2e/tools/containerd/go.sum
-	@mkdir -p $(TOOLS_BIN)
-	cd e2e/tools/containerd && CGO_ENABLED=0 $(GO) build $(CONTAINERD_GOFLAGS) \
-	  -o $@.tmp github.com/containerd/containerd/v2/cmd/containerd && mv $@.tmp $@
+	@CGO_ENABLED=0 e2e/tools/build.sh e2e/tools/containerd $@ github.com/containerd/containerd/v2/cmd/containerd "$(CONTAINERD_ABOUT)" $(CONTAINERD_GOFLAGS)
 
 $(CTR2_BIN): e2e/tools/containerd/go.mod e2e/tools/containerd/go.sum
-	@mkdir -p $(TOOLS_BIN)
-	cd e2e/tools/containerd && CGO_ENABLED=0 $(GO) build $(CONTAINERD_GOFLAGS) \
-	  -o $@.tmp github.com/containerd/containerd/v2/cmd/ctr && mv $@.tmp $@
+	@CGO_ENABLED=0 e2e/tools/build.sh e2e/tools/containerd $@ github.com/containerd/containerd/v2/cmd/ctr "$(CONTAINERD_ABOUT)" $(CONTAINERD_GOFLAGS)
 
 $(RUNC_SHIM_BIN): e2e/tools/containerd/go.mod e2e/tools/containerd/go.sum
-	@mkdir -p $(TOOLS_BIN)
-	cd e2e/tools/containerd && CGO_ENABLED=0 $(GO) build $(CONTAINERD_GOFLAGS) \
-	  -o $@.tmp github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 && mv $@.tmp $@
+	@CGO_ENABLED=0 e2e/tools/build.sh e2e/tools/containerd $@ github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 "$(CONTAINERD_ABOUT)" $(CONTAINERD_GOFLAGS)
 
 $(KATA_STANDIN_BIN): e2e/tools/containerd/go.mod e2e/tools/containerd/go.sum e2e/tools/containerd/kata-standin/main.go
-	@mkdir -p $(TOOLS_BIN)
-	cd e2e/tools/containerd && CGO_ENABLED=0 $(GO) build $(CONTAINERD_GOFLAGS) \
-	  -o $@.tmp ./kata-standin && mv $@.tmp $@
+	@CGO_ENABLED=0 e2e/tools/build.sh e2e/tools/containerd $@ ./kata-standin "$(CONTAINERD_ABOUT)" $(CONTAINERD_GOFLAGS)

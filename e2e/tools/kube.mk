@@ -36,4 +36,6 @@ $(KUBE_STAMP):
 	@touch $@
 
 $(addprefix $(TOOLS_BIN)/,$(KUBE_TOOLS) $(KUBE_NODE_TOOLS)): $(KUBE_STAMP)
-	@$(KUBE_TOOLS_DIR)/build.sh $@ k8s.io/kubernetes/cmd/$(notdir $@) $(KUBE_VERSION) '$(KUBE_LDFLAGS)'
+	@e2e/tools/build.sh $(KUBE_TOOLS_DIR) $@ k8s.io/kubernetes/cmd/$(notdir $@) \
+	  "$(KUBE_VERSION) from k8s.io/kubernetes (the first build, of kube-apiserver, takes about 13 minutes on 2 cores; the others reuse most of it)" \
+	  -ldflags '$(KUBE_LDFLAGS)'
