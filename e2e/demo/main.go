@@ -173,8 +173,11 @@ The control plane keeps running. To look around with kubectl:
   %s/kubectl -n isolator-system get configmaps -l isolator.dev/policy=true
 
 The webhook's log is %s and its metrics are at %s.
-Press Ctrl-C to stop.
 `, cp.Kubeconfig(), tools, tools, iso.LogPath(), iso.MetricsURL)
+	if node != nil {
+		fmt.Printf("%s's kubelet log is %s and its containerd's %s (removed when the demo stops).\n", nodeName, node.KubeletLog(), node.ContainerdLog())
+	}
+	fmt.Println("Press Ctrl-C to stop.")
 	if os.Getenv("DEMO_EXIT") == "1" {
 		return nil
 	}
