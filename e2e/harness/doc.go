@@ -14,9 +14,11 @@
 // containerd 2.x with Debian's runc and CNI plugins, in a mount namespace where directories
 // of its own stand for /etc/containerd, /opt, /run, /var/lib and /var/log, and a network
 // namespace whose only addresses are its loopback and the pods' bridge (no route leaves the
-// machine). Node.StartKubelet registers it with a real kubelet. Images are imported, never
-// pulled: GoImage builds one from a Go package, Node.ImportImage and TagImage load and name
-// it. The Kata VM cannot start on these machines; the e2e suites and the demo install a
+// machine). Node.StartKubelet registers it with a real kubelet, configured with
+// failCgroupV1: false and cgroupsPerQOS: false because the machines this runs on use
+// cgroup v1: settings for this test environment, not advice for clusters. Images are
+// imported, never pulled: GoImage builds one from a Go package, Node.ImportImage and
+// TagImage load and name it. The Kata VM cannot start on these machines; the e2e suites and the demo install a
 // Kata release whose shim is a stand-in (e2e/tools/containerd/kata-standin).
 //
 // The core API needs no *testing.T, so a demo program can use it too:
