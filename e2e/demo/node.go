@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/distribution/reference"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/isolator-dev/isolator/bootstrap/nodestate"
 	"github.com/isolator-dev/isolator/e2e/harness"
@@ -87,15 +87,17 @@ func (n *demoNode) importWorkloads(ctx context.Context, pods []*corev1.Pod) erro
 		if err := n.ImportImage(ctx, archive); err != nil {
 			return err
 		}
+		var names []string
 		for _, t := range img.tags {
 			// The names as CRI looks them up: redis:7 is docker.io/library/redis:7.
 			named, err := reference.ParseNormalizedNamed(t)
 			if err != nil {
 				return fmt.Errorf("image %q: %w", t, err)
 			}
-			if err := n.TagImage(ctx, img.ref, reference.TagNameOnly(named).String()); err != nil {
-				return err
-			}
+			names = append(names, reference.TagNameOnly(named).String())
+		}
+		if err := n.TagImage(ctx, img.ref, names...); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -121,15 +123,11 @@ func (n *demoNode) installKata(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	shim, err := harness.Tool("containerd-shim-kata-standin")
+	shim, err := harness.StandInShim()
 	if err != nil {
 		return err
 	}
-	shimData, err := os.ReadFile(shim)
-	if err != nil {
-		return err
-	}
-	release, err := (fakekata.Release{Version: "4.1.0", Shim: shimData}).WriteTarball(n.Dir())
+	release, err := (fakekata.Release{Version: "4.1.0", Shim: shim}).WriteTarball(n.Dir())
 	if err != nil {
 		return err
 	}
@@ -165,16 +163,20 @@ func (n *demoNode) installKata(ctx context.Context) error {
 // started is set, has been refused a node by the scheduler. It gives up quietly after
 // two minutes: the table then shows the pods as they are.
 func settle(ctx context.Context, cp *harness.ControlPlane, rows []row, started bool) {
+	admitted := map[types.UID]bool{}
+	for _, r := range rows {
+		if r.uid != "" {
+			admitted[types.UID(r.uid)] = true
+		}
+	}
 	_ = harness.WaitFor(ctx, 2*time.Minute, "the pods to settle", func(ctx context.Context) (bool, error) {
-		for _, r := range rows {
-			if r.uid == "" {
-				continue
-			}
-			p, err := cp.Client().CoreV1().Pods(r.ns).Get(ctx, r.name, metav1.GetOptions{})
-			if err != nil {
-				return false, nil
-			}
-			if p.Status.Phase == corev1.PodPending && (started || unschedulable(p) == "") {
+		pods, err := cp.Client().CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if admitted[p.UID] && p.Status.Phase == corev1.PodPending && (started || unschedulable(p) == "") {
 				return false, nil
 			}
 		}

@@ -166,7 +166,11 @@ func StartNode(ctx context.Context, opts NodeOptions) (n *Node, err error) {
 			n = nil
 		}
 	}()
-	for _, d := range append([]string{"root", "state", "cni-conf", "opt/cni/bin"}, dirsOf(nodePaths)...) {
+	dirs := []string{"root", "state", "cni-conf", "opt/cni/bin"}
+	for _, p := range nodePaths {
+		dirs = append(dirs, p.dir)
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(filepath.Join(n.dir, d), 0o755); err != nil {
 			return n, err
 		}
@@ -202,14 +206,6 @@ func StartNode(ctx context.Context, opts NodeOptions) (n *Node, err error) {
 		return n, fmt.Errorf("the pause image: %w", err)
 	}
 	return n, n.ImportImage(ctx, pause)
-}
-
-func dirsOf(paths []struct{ node, dir string }) []string {
-	var out []string
-	for _, p := range paths {
-		out = append(out, p.dir)
-	}
-	return out
 }
 
 // startNamespaces starts the process that holds the node's mount and network
@@ -307,12 +303,10 @@ func (n *Node) ImportImage(ctx context.Context, archive string) error {
 // TagImage gives the imported image ref more names, so that pods naming any of them
 // run it without a pull.
 func (n *Node) TagImage(ctx context.Context, ref string, tags ...string) error {
-	for _, tag := range tags {
-		if err := n.ctr(ctx, "tag", "--force", ref, tag); err != nil {
-			return err
-		}
+	if len(tags) == 0 {
+		return nil
 	}
-	return nil
+	return n.ctr(ctx, append([]string{"tag", "--force", ref}, tags...)...)
 }
 
 // ctr runs `ctr images <args>` against the node's containerd, in k8s.io.
@@ -326,6 +320,18 @@ func (n *Node) ctr(ctx context.Context, args ...string) error {
 		return fmt.Errorf("ctr images %s: %w: %s", strings.Join(args, " "), err, out)
 	}
 	return nil
+}
+
+// StandInShim is the stand-in for Kata's containerd-shim-kata-v2, built by make tools
+// from e2e/tools/containerd/kata-standin: containerd's runc shim under Kata's name,
+// dropping Kata's options. It stands for the Kata VM, which cannot start on these
+// machines: a sandbox started with the kata handler then runs in runc containers.
+func StandInShim() ([]byte, error) {
+	path, err := Tool("containerd-shim-kata-standin")
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(path)
 }
 
 // GoImage builds Go package pkg as a static binary into dir and wraps it in an image

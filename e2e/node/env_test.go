@@ -60,11 +60,7 @@ func TestMain(m *testing.M) {
 		skipReason = "needs root (mount namespaces, containerd); skipped because " + skipRootEnv + " is set"
 		os.Exit(m.Run())
 	}
-	toolsBin = os.Getenv("ISOLATOR_TOOLS_BIN")
-	if toolsBin == "" {
-		home, _ := os.UserHomeDir()
-		toolsBin = filepath.Join(home, ".cache", "isolator", "bin")
-	}
+	toolsBin = harness.ToolsBin()
 	dir, err := os.MkdirTemp("", "isolator-bin-")
 	if err != nil {
 		panic(err)

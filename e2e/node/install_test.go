@@ -165,9 +165,9 @@ conntrack:
 // startKubeProxy runs kube-proxy in the node's namespaces, as system:kube-proxy.
 func (h *host) startKubeProxy(t *testing.T, c *cluster, relay, node string) {
 	t.Helper()
-	bin := filepath.Join(toolsBin, "kube-proxy")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("kube-proxy is not built (%v): run make tools", err)
+	bin, err := harness.Tool("kube-proxy")
+	if err != nil {
+		t.Fatal(err)
 	}
 	kc := nodeKubeconfig(t, c, relay, "system:kube-proxy")
 	config := filepath.Join(h.dir, "kube-proxy.yaml")
@@ -252,15 +252,14 @@ patches:
       value: --kvm-device=/host%s
 `
 
-// kubectl runs the kubectl built by make tools as the admin.
+// kubectl runs kubectl as cluster admin and fails the test on an error.
 func kubectl(t *testing.T, c *cluster, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(toolsBin, "kubectl"), append([]string{"--kubeconfig", c.cp.Kubeconfig()}, args...)...)
-	out, err := cmd.CombinedOutput()
+	out, err := c.cp.Kubectl(context.Background(), nil, args...)
 	if err != nil {
-		t.Fatalf("kubectl %v: %v\n%s", args, err, out)
+		t.Fatal(err)
 	}
-	return string(out)
+	return out
 }
 
 // TestInstallAsAUser installs isolator as a user does, with kubectl apply -k, on a
@@ -360,16 +359,11 @@ func TestInstallAsAUser(t *testing.T) {
 	// only the admission counts here.)
 	rollout := make(chan string, 1)
 	go func() {
-		cmd := exec.Command(filepath.Join(toolsBin, "kubectl"), "--kubeconfig", c.cp.Kubeconfig(), "-n", "isolator-system", "rollout", "restart", "deployment/isolator-webhook")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			rollout <- fmt.Sprintf("%v: %s", err, out)
-			return
-		}
-		cmd = exec.Command(filepath.Join(toolsBin, "kubectl"), "--kubeconfig", c.cp.Kubeconfig(), "-n", "isolator-system", "rollout", "status", "deployment/isolator-webhook", "--timeout=4m")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			rollout <- fmt.Sprintf("%v: %s", err, out)
-			return
+		for _, args := range [][]string{{"rollout", "restart"}, {"rollout", "status", "--timeout=4m"}} {
+			if _, err := c.cp.Kubectl(context.Background(), nil, append([]string{"-n", "isolator-system"}, append(args, "deployment/isolator-webhook")...)...); err != nil {
+				rollout <- err.Error()
+				return
+			}
 		}
 		rollout <- ""
 	}()

@@ -92,14 +92,12 @@ func (h *host) sandboxes() []string {
 	return names
 }
 
-// standIn is the stand-in Kata shim (e2e/tools/containerd/kata-standin), built by
-// make tools: containerd's runc shim under Kata's name. It stands for the Kata VM,
-// which cannot start on these machines.
+// standIn is the stand-in Kata shim (harness.StandInShim).
 func standIn(t *testing.T) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(toolsBin, "containerd-shim-kata-standin"))
+	data, err := harness.StandInShim()
 	if err != nil {
-		t.Fatalf("the stand-in Kata shim is not built (%v): run make tools", err)
+		t.Fatal(err)
 	}
 	return data
 }
