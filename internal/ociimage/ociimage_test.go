@@ -51,15 +51,7 @@ func TestBuild(t *testing.T) {
 		t.Errorf("config: %s/%s entrypoint %q cmd %q user %q", cf.OS, cf.Architecture, cf.Config.Entrypoint, cf.Config.Cmd, cf.Config.User)
 	}
 	got := map[string]string{}
-	tr := tar.NewReader(mutate.Extract(img))
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range tarHeaders(t, mutate.Extract(img)) {
 		got[strings.TrimSuffix(h.Name, "/")] = fmt.Sprintf("%c %o %s", h.Typeflag, h.Mode, h.Linkname)
 	}
 	for name, want := range map[string]string{
@@ -84,20 +76,29 @@ func TestBuild(t *testing.T) {
 	}
 	defer f.Close()
 	var names []string
-	ar := tar.NewReader(f)
-	for {
-		h, err := ar.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range tarHeaders(t, f) {
 		names = append(names, h.Name)
 	}
 	for _, want := range []string{"oci-layout", "index.json", "blobs/sha256/" + d1.Hex} {
 		if !slices.Contains(names, want) {
 			t.Errorf("archive lacks %s: %v", want, names)
 		}
+	}
+}
+
+// tarHeaders reads every entry's header of a tar stream.
+func tarHeaders(t *testing.T, r io.Reader) []*tar.Header {
+	t.Helper()
+	var out []*tar.Header
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, h)
 	}
 }
